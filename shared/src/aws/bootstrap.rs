@@ -1,0 +1,113 @@
+//! Creates tables and queues that do not exist yet. On AWS, template.yaml
+//! owns every resource; this is for a moto server or a scratch account.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    TimeToLiveSpecification,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+
+use crate::ports::QueueSpec;
+use crate::ports::table::{PK, SK, TTL};
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create {what}: {message}")]
+pub struct BootstrapError {
+    pub what: String,
+    pub message: String,
+}
+
+fn failed(what: &str, e: impl std::fmt::Display) -> BootstrapError {
+    BootstrapError {
+        what: what.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// Creates a `pk`/`sk` table with TTL on `ttl`, unless it exists.
+pub async fn ensure_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), BootstrapError> {
+    let attr = |n: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(n)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(|e| failed(name, e))
+    };
+    let key = |n: &str, t: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(n)
+            .key_type(t)
+            .build()
+            .map_err(|e| failed(name, e))
+    };
+    let created = client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr(PK)?)
+        .attribute_definitions(attr(SK)?)
+        .key_schema(key(PK, KeyType::Hash)?)
+        .key_schema(key(SK, KeyType::Range)?)
+        .send()
+        .await;
+    match created {
+        Ok(_) => {}
+        Err(e) if e.code() == Some("ResourceInUseException") => return Ok(()),
+        Err(e) => return Err(failed(name, DisplayErrorContext(&e))),
+    }
+    client
+        .update_time_to_live()
+        .table_name(name)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .attribute_name(TTL)
+                .enabled(true)
+                .build()
+                .map_err(|e| failed(name, e))?,
+        )
+        .send()
+        .await
+        .map_err(|e| failed(name, DisplayErrorContext(&e)))?;
+    Ok(())
+}
+
+/// Creates the queue (and its dead-letter queue first) and returns its URL.
+pub async fn ensure_queue(
+    client: &aws_sdk_sqs::Client,
+    spec: &QueueSpec,
+    physical_name: &str,
+    dead_letter_arn: Option<&str>,
+) -> Result<String, BootstrapError> {
+    let mut attributes = HashMap::from([(
+        QueueAttributeName::VisibilityTimeout,
+        spec.visibility_timeout.as_secs().to_string(),
+    )]);
+    if !spec.delay.is_zero() {
+        attributes.insert(QueueAttributeName::DelaySeconds, spec.delay.as_secs().to_string());
+    }
+    if spec.fifo() {
+        attributes.insert(QueueAttributeName::FifoQueue, "true".into());
+    }
+    if let Some(arn) = dead_letter_arn {
+        attributes.insert(
+            QueueAttributeName::RedrivePolicy,
+            serde_json::json!({
+                "deadLetterTargetArn": arn,
+                "maxReceiveCount": spec.max_receive_count,
+            })
+            .to_string(),
+        );
+    }
+    let out = client
+        .create_queue()
+        .queue_name(physical_name)
+        .set_attributes(Some(attributes))
+        .send()
+        .await
+        .map_err(|e| failed(physical_name, aws_sdk_sqs::error::DisplayErrorContext(&e)))?;
+    out.queue_url
+        .ok_or_else(|| failed(physical_name, "no queue URL in the answer"))
+}

@@ -1,0 +1,5 @@
+//! hanul: domain logic, ports and adapters shared by every function and host.
+
+pub mod aws;
+pub mod embedded;
+pub mod ports;

@@ -1,0 +1,13 @@
+//! Ports: what the domain needs from the outside world, one small trait per
+//! capability. Each has an `aws` and an `embedded` adapter.
+
+pub mod clock;
+pub mod queue;
+pub mod table;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use queue::{OutgoingMessage, Queue, QueueError, QueueSpec, ReceivedMessage};
+pub use table::{
+    Condition, Consistency, Cursor, Item, Key, Page, Query, SortKey, Table, TableError, TxOp,
+    Update,
+};
