@@ -1,1 +1,9 @@
+//! hanul's Lambda handlers. Each function is a small axum router over one
+//! service; `routes::FUNCTIONS` is the single route table both hosts use.
 
+pub mod health;
+pub mod ids;
+pub mod routes;
+pub mod runtime;
+
+pub use routes::{Auth, Function, FUNCTIONS, Route};

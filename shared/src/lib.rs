@@ -2,4 +2,7 @@
 
 pub mod aws;
 pub mod embedded;
+pub mod http;
+pub mod ids;
+pub mod platform;
 pub mod ports;

@@ -1,0 +1,104 @@
+//! HTTP glue shared by both hosts: JSON errors, body limit, request id,
+//! caller claims, access logs, metrics.
+
+pub mod auth;
+pub mod emf;
+mod error;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use lambda_http::request::RequestContext;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+
+pub use auth::{Caller, MaybeCaller};
+pub use error::{ApiError, json_errors, not_found};
+
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Uses API Gateway's request id when there is one, a UUID otherwise.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GatewayRequestId;
+
+impl MakeRequestId for GatewayRequestId {
+    fn make_request_id<B>(&mut self, request: &axum::http::Request<B>) -> Option<RequestId> {
+        #[allow(irrefutable_let_patterns, unreachable_patterns)]
+        let from_gateway = match request.extensions().get::<RequestContext>() {
+            Some(RequestContext::ApiGatewayV2(ctx)) => ctx.request_id.clone(),
+            _ => None,
+        };
+        let id = from_gateway.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        HeaderValue::from_str(&id).ok().map(RequestId::new)
+    }
+}
+
+/// The body limit from `HTTP_BODY_LIMIT_BYTES` (default 64 KiB).
+pub fn body_limit_from_env() -> Result<usize, String> {
+    match std::env::var("HTTP_BODY_LIMIT_BYTES") {
+        Err(_) => Ok(DEFAULT_BODY_LIMIT),
+        Ok(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1024..=6 * 1024 * 1024).contains(n))
+            .ok_or_else(|| format!("HTTP_BODY_LIMIT_BYTES must be 1024 to 6291456, got `{v}`")),
+    }
+}
+
+/// Wraps a function's routes in the layers every function has, in both hosts.
+pub fn api(router: Router, body_limit: usize) -> Router {
+    router
+        .fallback(not_found)
+        .layer(middleware::map_response(json_errors))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(middleware::from_fn(access_log))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(GatewayRequestId))
+}
+
+/// One JSON log line per request.
+async fn access_log(request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| request.uri().path().to_owned());
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let response = next.run(request).await;
+    tracing::info!(
+        target: "access",
+        %method,
+        route,
+        status = response.status().as_u16(),
+        latency_us = start.elapsed().as_micros() as u64,
+        request_id,
+    );
+    response
+}
+
+/// JSON log lines on stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
