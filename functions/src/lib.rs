@@ -6,4 +6,4 @@ pub mod ids;
 pub mod routes;
 pub mod runtime;
 
-pub use routes::{Auth, Function, FUNCTIONS, Route};
+pub use routes::{Auth, FUNCTIONS, Function, Route, SqsHandler, WORKERS, Worker};

@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::http::Method;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use hanul_shared::platform::{ConfigError, Platform};
+use hanul_shared::ports::QueueSpec;
+use lambda_runtime::LambdaEvent;
 
 /// Whether API Gateway's JWT authorizer guards the route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,4 +64,27 @@ pub static FUNCTIONS: &[Function] = &[
 
 pub fn find(name: &str) -> Option<&'static Function> {
     FUNCTIONS.iter().find(|f| f.name == name)
+}
+
+pub type HandlerFuture =
+    Pin<Box<dyn Future<Output = Result<SqsBatchResponse, lambda_runtime::Error>> + Send>>;
+
+/// A queue worker with the Lambda signature, in both hosts.
+pub type SqsHandler = Arc<dyn Fn(LambdaEvent<SqsEvent>) -> HandlerFuture + Send + Sync>;
+
+pub type WorkerBuildFuture = Pin<Box<dyn Future<Output = Result<SqsHandler, ConfigError>> + Send>>;
+
+/// One queue-consuming function: on AWS an SQS event source mapping feeds it,
+/// locally the host's poller does.
+pub struct Worker {
+    pub name: &'static str,
+    pub queue: fn() -> QueueSpec,
+    pub build: fn(Arc<Platform>) -> WorkerBuildFuture,
+}
+
+/// Queue workers; the subsystems that send through queues add theirs here.
+pub static WORKERS: &[Worker] = &[];
+
+pub fn find_worker(name: &str) -> Option<&'static Worker> {
+    WORKERS.iter().find(|w| w.name == name)
 }

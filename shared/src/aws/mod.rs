@@ -14,3 +14,19 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
         .load()
         .await
 }
+
+/// A configuration for an explicit endpoint (a moto server), with the dummy
+/// credentials and region such a server accepts when none are set.
+pub async fn endpoint_config(endpoint: &str) -> aws_config::SdkConfig {
+    let region = std::env::var("AWS_REGION")
+        .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+        .unwrap_or_else(|_| "us-east-1".into());
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new(region))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "testing", "testing", None, None, "hanul-endpoint",
+        ))
+        .load()
+        .await
+}

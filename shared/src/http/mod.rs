@@ -19,7 +19,7 @@ use tower_http::request_id::{
 };
 
 pub use auth::{Caller, MaybeCaller};
-pub use error::{ApiError, json_errors, not_found};
+pub use error::{ApiError, json_errors, json_rejection, not_found};
 
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 pub const REQUEST_ID: &str = "x-request-id";
@@ -56,9 +56,9 @@ pub fn body_limit_from_env() -> Result<usize, String> {
 pub fn api(router: Router, body_limit: usize) -> Router {
     router
         .fallback(not_found)
-        .layer(middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(middleware::map_response(json_errors))
         .layer(middleware::from_fn(access_log))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(GatewayRequestId))

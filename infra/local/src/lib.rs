@@ -1,0 +1,4 @@
+//! The local host: hanul's functions, gateway and queue workers in one process.
+
+pub mod poller;
+pub mod server;

@@ -1,0 +1,270 @@
+//! The local host: every function on the routes of template.yaml, the local
+//! JWT check in the gateway's place, the queue workers, a durable store.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use clap::{Parser, ValueEnum};
+use hanul_functions::{Auth, FUNCTIONS};
+use hanul_shared::embedded::EmbeddedStore;
+use hanul_shared::http::auth::{LocalTokens, bearer, jwt_context};
+use hanul_shared::http::{self, ApiError};
+use hanul_shared::platform::Platform;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// A SQLite database in the data directory.
+    Embedded,
+    /// The AWS adapters, against `AWS_ENDPOINT_URL` (e.g. a moto server) or AWS.
+    Aws,
+}
+
+/// Runs every hanul function in one process.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "hanul-local", version, about)]
+pub struct Args {
+    /// Address to serve on.
+    #[arg(long, env = "HANUL_ADDR", default_value = "127.0.0.1:3000")]
+    pub addr: SocketAddr,
+    /// Where the embedded store and the local signing key live.
+    #[arg(long, env = "HANUL_DATA_DIR", default_value = "./.hanul")]
+    pub data_dir: PathBuf,
+    /// Which adapters to use.
+    #[arg(long, env = "HANUL_BACKEND", value_enum, default_value = "embedded")]
+    pub backend: BackendKind,
+    /// With `--backend aws`: name tables and queues `<prefix><name>` and create
+    /// them when missing (for a moto server). Without it, names come from the
+    /// same variables the Lambda functions read (ID_LEASES_TABLE, ...).
+    #[arg(long, env = "HANUL_AWS_PREFIX")]
+    pub aws_prefix: Option<String>,
+    /// Print CloudWatch EMF metric lines on stdout.
+    #[arg(long, env = "HANUL_METRICS", default_value_t = false)]
+    pub metrics: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] hanul_shared::embedded::StoreError),
+    #[error(transparent)]
+    Config(#[from] hanul_shared::platform::ConfigError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot serve on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+}
+
+/// The HS256 key: `HANUL_JWT_SECRET`, or one made once and kept in the data
+/// directory so tokens outlive a restart.
+fn signing_secret(data_dir: &Path) -> Result<Vec<u8>, StartError> {
+    if let Ok(secret) = std::env::var("HANUL_JWT_SECRET") {
+        if secret.len() < 16 {
+            return Err(StartError::Invalid(
+                "HANUL_JWT_SECRET must be at least 16 characters".into(),
+            ));
+        }
+        return Ok(secret.into_bytes());
+    }
+    let path = data_dir.join("jwt-secret");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() >= 32 => Ok(s.trim().as_bytes().to_vec()),
+        _ => {
+            std::fs::create_dir_all(data_dir)
+                .map_err(|e| StartError::Io(format!("creating {}", data_dir.display()), e))?;
+            let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+            std::fs::write(&path, &secret)
+                .map_err(|e| StartError::Io(format!("writing {}", path.display()), e))?;
+            Ok(secret.into_bytes())
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Gateway {
+    tokens: LocalTokens,
+    auth: Arc<HashMap<(Method, String), Auth>>,
+}
+
+/// What API Gateway does before a function runs: on a JWT route, reject a
+/// missing or bad token with 401 and pass the verified claims on; on a public
+/// route, pass no claims at all.
+async fn gateway(State(gw): State<Gateway>, mut request: Request, next: Next) -> Response {
+    request.extensions_mut().remove::<lambda_http::request::RequestContext>();
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let method = if request.method() == Method::HEAD {
+        Method::GET
+    } else {
+        request.method().clone()
+    };
+    let auth = route
+        .and_then(|r| gw.auth.get(&(method, r)).copied())
+        .unwrap_or(Auth::None);
+    if auth == Auth::Jwt {
+        let (mut parts, body) = request.into_parts();
+        let claims = match bearer(&parts).map(|t| gw.tokens.verify(t)) {
+            Some(Ok(claims)) => claims,
+            Some(Err(e)) => return ApiError::unauthorized(e.to_string()).into_response(),
+            None => {
+                return ApiError::unauthorized("a bearer token is required").into_response();
+            }
+        };
+        parts.extensions.insert(jwt_context(claims));
+        request = Request::from_parts(parts, body);
+    }
+    next.run(request).await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TokenRequest {
+    user_id: String,
+}
+
+async fn issue_token(
+    State(gw): State<Gateway>,
+    body: Result<Json<TokenRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(req) = body.map_err(http::json_rejection)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let token = gw
+        .tokens
+        .issue(&req.user_id, now)
+        .map_err(|e| ApiError::bad_request("invalid_user_id", e.to_string()))?;
+    Ok(Json(json!({ "token": token, "tokenType": "Bearer", "userId": req.user_id })))
+}
+
+/// The whole local API: every function's router, the gateway check, the
+/// local-only routes, and the layers every function has.
+pub async fn app(platform: Arc<Platform>, tokens: LocalTokens) -> Result<Router, StartError> {
+    let mut functions = Router::new();
+    let mut auth = HashMap::new();
+    for function in FUNCTIONS {
+        functions = functions.merge((function.build)(platform.clone()).await?);
+        for route in function.routes {
+            auth.insert((route.method.clone(), route.path.to_owned()), route.auth);
+        }
+    }
+    let gw = Gateway {
+        tokens,
+        auth: Arc::new(auth),
+    };
+    let functions = functions.route_layer(middleware::from_fn_with_state(gw.clone(), gateway));
+    let local = Router::new()
+        .route("/local/v1/token", post(issue_token))
+        .with_state(gw);
+    let body_limit = http::body_limit_from_env().map_err(StartError::Invalid)?;
+    Ok(http::api(functions.merge(local), body_limit))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// Starts everything and serves until SIGTERM or Ctrl-C.
+pub async fn serve(args: Args) -> Result<(), StartError> {
+    http::emf::set_enabled(args.metrics);
+    let (platform, store) = match args.backend {
+        BackendKind::Embedded => {
+            let store = EmbeddedStore::open(&args.data_dir)?;
+            (Platform::embedded(store.clone()), Some(store))
+        }
+        BackendKind::Aws => {
+            let config = hanul_shared::aws::sdk_config().await;
+            (Platform::aws(&config, args.aws_prefix.clone()), None)
+        }
+    };
+    let platform = Arc::new(platform);
+    let tokens = LocalTokens::new(&signing_secret(&args.data_dir)?, Duration::from_secs(24 * 3600));
+    let app = app(platform.clone(), tokens).await?;
+
+    let (stop, stopped) = watch::channel(false);
+    let mut background = Vec::new();
+    background.push(platform.ids().await?.spawn_renewal());
+    if let Some(store) = store {
+        let mut stopped = stopped.clone();
+        background.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                    _ = stopped.changed() => return,
+                }
+                if let Err(e) = store.sweep_expired().await {
+                    tracing::warn!(error = %e, "TTL sweep failed");
+                }
+            }
+        }));
+    }
+    let mut workers = Vec::new();
+    for worker in hanul_functions::WORKERS {
+        let spec = (worker.queue)();
+        let queue = platform.queue(&spec).await?;
+        let handler = (worker.build)(platform.clone()).await?;
+        workers.push(tokio::spawn(crate::poller::run(
+            queue,
+            handler,
+            crate::poller::PollerConfig::from_env().map_err(StartError::Invalid)?,
+            stopped.clone(),
+        )));
+    }
+
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .map_err(|e| StartError::Bind(args.addr, e))?;
+    let local = listener.local_addr().unwrap_or(args.addr);
+    tracing::info!(
+        addr = %local,
+        backend = platform.backend_name(),
+        data_dir = %args.data_dir.display(),
+        "hanul-local listening on http://{local}"
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| StartError::Io("serving".into(), e))?;
+
+    let _ = stop.send(true);
+    for w in workers {
+        let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
+    }
+    for task in background {
+        task.abort();
+    }
+    platform.shutdown().await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}

@@ -1,0 +1,398 @@
+"""Offline checks of template.yaml.
+
+The template is expanded with the SAM translator (aws-sam-translator), the same
+code `sam build`/`sam deploy` and CloudFormation run, and the generated
+CloudFormation resources are checked: Lambda settings, HTTP API routes and
+authorizer, stage throttling, IAM least privilege, the DynamoDB tables.
+
+Nothing here touches the network: the region is given to the translator
+explicitly, local CodeUris are swapped for S3 URIs (as `sam package` does), and
+the managed-policy loader raises if the translator ever asks for it.
+
+Run:   .venv/bin/pytest tests/template
+Routes: .venv/bin/python tests/template/test_template.py [--json]
+        prints every (METHOD, path) of template.yaml, one "METHOD path" a line
+        (or a JSON list of [method, path]); `template_routes()` gives the same
+        list to Python callers.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+FUNCTIONS_BIN_DIR = ROOT / "functions" / "src" / "bin"
+REGION = "us-east-1"
+
+SAM_FUNCTION = "AWS::Serverless::Function"
+SAM_HTTP_API = "AWS::Serverless::HttpApi"
+
+# --------------------------------------------------------------------------
+# What the template must contain. Add to these as subsystems land.
+# --------------------------------------------------------------------------
+
+# (METHOD, path) -> function logical id. Routes not listed here may exist, but
+# these must, wired to exactly this function.
+REQUIRED_ROUTES = {
+    ("GET", "/health"): "HealthFunction",
+    ("GET", "/api/v1/ids"): "IdsGenerateFunction",
+    ("GET", "/api/v1/ids/{id}"): "IdsDecodeFunction",
+}
+
+# Routes that take no user token (Auth: {Authorizer: NONE}).
+REQUIRED_PUBLIC_ROUTES = {
+    ("GET", "/health"),
+    ("GET", "/api/v1/ids"),
+    ("GET", "/api/v1/ids/{id}"),
+}
+
+JWT_AUTHORIZER = "CognitoJwt"
+
+# Every function role gets exactly these managed policies (SAM adds them:
+# basic execution for logs, X-Ray write because Tracing is Active).
+BASE_MANAGED_POLICIES = {
+    "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+    "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
+}
+
+# Inline IAM statements per function: a list of (actions, resource). A function
+# not listed here must have no inline statement at all.
+EXPECTED_STATEMENTS: dict[str, list[tuple[set[str], Any]]] = {
+    "IdsGenerateFunction": [
+        (
+            {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+            {"Fn::GetAtt": ["IdLeasesTable", "Arn"]},
+        ),
+    ],
+}
+
+# Environment variables a function must have (beyond RUST_LOG, which all have).
+EXPECTED_ENV = {
+    "IdsGenerateFunction": {"ID_LEASES_TABLE": {"Ref": "IdLeasesTable"}},
+}
+
+EXPECTED_OUTPUTS = {"ApiUrl", "UserPoolId", "UserPoolClientId", "IdLeasesTableName"}
+
+OPENAPI_METHODS = {"get", "put", "post", "delete", "options", "head", "patch"}
+ANY_METHOD = "x-amazon-apigateway-any-method"
+
+
+# --------------------------------------------------------------------------
+# Loading and translating
+# --------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _source() -> dict:
+    # yaml_parse understands the CloudFormation short tags (!Ref, !Sub, !GetAtt...).
+    from samtranslator.yaml_helper import yaml_parse
+
+    return yaml_parse(TEMPLATE.read_text())
+
+
+def source_template() -> dict:
+    """template.yaml as written (SAM resources, short tags expanded)."""
+    return copy.deepcopy(_source())
+
+
+def _managed_policy_map() -> dict:
+    raise AssertionError(
+        "the SAM translator asked for the managed-policy map (it would call IAM): "
+        "use inline Statement policies, not bare managed-policy names"
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _translated() -> dict:
+    import boto3
+    from samtranslator.parser.parser import Parser
+    from samtranslator.translator.translator import Translator
+
+    template = source_template()
+    for logical_id, resource in template["Resources"].items():
+        props = resource.get("Properties") or {}
+        if resource["Type"] == SAM_FUNCTION and isinstance(props.get("CodeUri"), str):
+            if not props["CodeUri"].startswith("s3://"):
+                props["CodeUri"] = f"s3://hanul-template-test/{logical_id}.zip"
+
+    # An explicit session: the translator needs a region, and this one needs no
+    # credentials, config file or network.
+    session = boto3.session.Session(
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    translator = Translator(None, Parser(), boto_session=session)
+    return translator.translate(template, parameter_values={}, get_managed_policy_map=_managed_policy_map)
+
+
+def translated_template() -> dict:
+    """template.yaml expanded to plain CloudFormation by the SAM translator."""
+    return copy.deepcopy(_translated())
+
+
+def _resources_of(template: dict, type_: str) -> dict[str, dict]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == type_}
+
+
+def _http_api_events(template: dict):
+    """Yield (function id, event id, METHOD, path, event properties) of every HttpApi event."""
+    for fn_id, fn in sorted(_resources_of(template, SAM_FUNCTION).items()):
+        events = (fn.get("Properties") or {}).get("Events") or {}
+        for ev_id, ev in sorted(events.items()):
+            if ev.get("Type") == "HttpApi":
+                props = ev.get("Properties") or {}
+                yield fn_id, ev_id, str(props["Method"]).upper(), props["Path"], props
+
+
+def template_routes(template: dict | None = None) -> list[tuple[str, str]]:
+    """Every HTTP route of template.yaml as a sorted list of (METHOD, path)."""
+    template = source_template() if template is None else template
+    return sorted({(method, path) for _, _, method, path, _ in _http_api_events(template)})
+
+
+def _event_is_public(event_props: dict) -> bool:
+    return (event_props.get("Auth") or {}).get("Authorizer") == "NONE"
+
+
+def _openapi_routes(cfn: dict) -> dict[tuple[str, str], dict]:
+    """(METHOD, path) -> OpenAPI operation, from every generated AWS::ApiGatewayV2::Api Body."""
+    routes = {}
+    for api in _resources_of(cfn, "AWS::ApiGatewayV2::Api").values():
+        body = api["Properties"].get("Body") or {}
+        for path, item in (body.get("paths") or {}).items():
+            for key, operation in item.items():
+                if key == ANY_METHOD:
+                    routes[("ANY", path)] = operation
+                elif key in OPENAPI_METHODS:
+                    routes[(key.upper(), path)] = operation
+    return routes
+
+
+def _statements(role: dict) -> list[dict]:
+    out = []
+    for policy in role["Properties"].get("Policies") or []:
+        out.extend(policy["PolicyDocument"]["Statement"])
+    return out
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+# --------------------------------------------------------------------------
+# Tests
+# --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def src() -> dict:
+    return source_template()
+
+
+@pytest.fixture(scope="module")
+def cfn() -> dict:
+    return translated_template()
+
+
+@pytest.fixture(scope="module")
+def functions(src) -> dict[str, dict]:
+    return _resources_of(src, SAM_FUNCTION)
+
+
+def test_translates_offline_to_plain_cloudformation(cfn):
+    types = {r["Type"] for r in cfn["Resources"].values()}
+    assert not {t for t in types if t.startswith("AWS::Serverless::")}, types
+    assert "Transform" not in cfn
+
+
+def test_every_function_is_a_rust_arm64_lambda(cfn, functions):
+    lambdas = _resources_of(cfn, "AWS::Lambda::Function")
+    assert set(lambdas) == set(functions)
+    assert {fn for fn in REQUIRED_ROUTES.values()} <= set(lambdas)
+    for fn_id, fn in lambdas.items():
+        props = fn["Properties"]
+        assert props["Runtime"] == "provided.al2023", fn_id
+        assert props["Architectures"] == ["arm64"], fn_id
+        assert props["Handler"] == "bootstrap", fn_id
+        assert props["TracingConfig"] == {"Mode": "Active"}, fn_id
+        assert props["LoggingConfig"]["LogFormat"] == "JSON", fn_id
+        assert props["Environment"]["Variables"]["RUST_LOG"] == "info", fn_id
+        assert isinstance(props["MemorySize"], int) and isinstance(props["Timeout"], int), fn_id
+
+
+def test_every_function_is_built_by_cargo_lambda(functions):
+    binaries = {}
+    for fn_id, fn in functions.items():
+        metadata = fn.get("Metadata") or {}
+        assert metadata.get("BuildMethod") == "rust-cargolambda", fn_id
+        binary = (metadata.get("BuildProperties") or {}).get("Binary")
+        assert isinstance(binary, str) and binary, fn_id
+        assert fn["Properties"]["CodeUri"] in ("./functions", "functions", "functions/"), fn_id
+        assert binary not in binaries, f"{fn_id} and {binaries.get(binary)} share binary {binary}"
+        binaries[binary] = fn_id
+    if FUNCTIONS_BIN_DIR.is_dir():
+        missing = sorted(b for b in binaries if not (FUNCTIONS_BIN_DIR / f"{b}.rs").is_file())
+        assert not missing, f"no functions/src/bin/<bin>.rs for {missing}"
+
+
+def test_every_http_event_became_a_route_to_its_function(src, cfn):
+    routes = _openapi_routes(cfn)
+    for fn_id, ev_id, method, path, _ in _http_api_events(src):
+        operation = routes.get((method, path))
+        assert operation is not None, f"{fn_id}.{ev_id}: {method} {path} missing from the HTTP API body"
+        integration = operation["x-amazon-apigateway-integration"]
+        assert integration["type"] == "aws_proxy"
+        assert integration["payloadFormatVersion"] == "2.0"
+        assert f"${{{fn_id}.Arn}}" in json.dumps(integration["uri"]), (method, path, fn_id)
+
+
+def test_generated_routes_are_exactly_the_declared_ones(src, cfn):
+    assert sorted(_openapi_routes(cfn)) == template_routes(src)
+    routes = template_routes(src)
+    assert len(routes) == len(set(routes))
+
+
+def test_required_routes_exist(src):
+    declared = {(m, p): fn_id for fn_id, _, m, p, _ in _http_api_events(src)}
+    for route, fn_id in REQUIRED_ROUTES.items():
+        assert declared.get(route) == fn_id, route
+
+
+def test_jwt_authorizer_is_the_cognito_pool(src, cfn):
+    (api_id, api), = _resources_of(src, SAM_HTTP_API).items()
+    assert api_id == "HttpApi"
+    assert api["Properties"]["Auth"]["DefaultAuthorizer"] == JWT_AUTHORIZER
+
+    (gen_api,) = _resources_of(cfn, "AWS::ApiGatewayV2::Api").values()
+    scheme = gen_api["Properties"]["Body"]["components"]["securitySchemes"][JWT_AUTHORIZER]
+    authorizer = scheme["x-amazon-apigateway-authorizer"]
+    assert authorizer["type"] == "jwt"
+    assert authorizer["identitySource"] == "$request.header.Authorization"
+    issuer = authorizer["jwtConfiguration"]["issuer"]
+    assert issuer == {"Fn::Sub": "https://cognito-idp.${AWS::Region}.amazonaws.com/${UserPool}"}
+    assert authorizer["jwtConfiguration"]["audience"] == [{"Ref": "UserPoolClient"}]
+    assert _resources_of(cfn, "AWS::Cognito::UserPool").keys() == {"UserPool"}
+    assert _resources_of(cfn, "AWS::Cognito::UserPoolClient").keys() == {"UserPoolClient"}
+
+
+def test_route_auth_is_as_declared(src, cfn):
+    routes = _openapi_routes(cfn)
+    public = set()
+    for fn_id, _, method, path, props in _http_api_events(src):
+        security = routes[(method, path)].get("security")
+        if _event_is_public(props):
+            public.add((method, path))
+            assert security == [{"NONE": []}], (method, path)
+        else:
+            assert security and JWT_AUTHORIZER in security[0], (method, path, security)
+    assert REQUIRED_PUBLIC_ROUTES <= public
+
+
+def test_stage_throttling_and_access_logs(src, cfn):
+    (stage,) = _resources_of(cfn, "AWS::ApiGatewayV2::Stage").values()
+    props = stage["Properties"]
+    assert props["StageName"] == "$default"
+    assert props["DefaultRouteSettings"] == {
+        "ThrottlingBurstLimit": {"Ref": "ApiThrottlingBurstLimit"},
+        "ThrottlingRateLimit": {"Ref": "ApiThrottlingRateLimit"},
+    }
+    params = src["Parameters"]
+    assert params["ApiThrottlingBurstLimit"]["Default"] == 200
+    assert params["ApiThrottlingRateLimit"]["Default"] == 100
+    assert props["AccessLogSettings"]["DestinationArn"] == {"Fn::GetAtt": ["HttpApiAccessLogGroup", "Arn"]}
+    fmt = props["AccessLogSettings"]["Format"]
+    assert isinstance(json.loads(fmt.replace("$context.", "")), dict)
+
+
+def test_roles_are_least_privilege(cfn, functions):
+    unknown = set(EXPECTED_STATEMENTS) - set(functions)
+    assert not unknown, f"EXPECTED_STATEMENTS names unknown functions {unknown}"
+    roles = _resources_of(cfn, "AWS::IAM::Role")
+    for fn_id in functions:
+        role = roles[f"{fn_id}Role"]
+        managed = set(role["Properties"]["ManagedPolicyArns"])
+        assert managed == BASE_MANAGED_POLICIES, f"{fn_id}: managed policies {sorted(managed)}"
+        statements = _statements(role)
+        got = []
+        for st in statements:
+            assert st["Effect"] == "Allow", (fn_id, st)
+            actions = set(_as_list(st["Action"]))
+            assert not any(a == "*" or a.endswith(":*") for a in actions), (fn_id, st)
+            assert st["Resource"] != "*" and "*" not in _as_list(st["Resource"]), (fn_id, st)
+            got.append((actions, st["Resource"]))
+        expected = EXPECTED_STATEMENTS.get(fn_id, [])
+        key = lambda pair: json.dumps([sorted(pair[0]), pair[1]], sort_keys=True)  # noqa: E731
+        assert sorted(got, key=key) == sorted(expected, key=key), (
+            f"{fn_id}: statements {got}, expected {expected} (update EXPECTED_STATEMENTS if intended)"
+        )
+
+
+def test_function_environment(cfn):
+    lambdas = _resources_of(cfn, "AWS::Lambda::Function")
+    for fn_id, env in EXPECTED_ENV.items():
+        variables = lambdas[fn_id]["Properties"]["Environment"]["Variables"]
+        for name, value in env.items():
+            assert variables.get(name) == value, (fn_id, name)
+
+
+def test_id_leases_table(cfn):
+    table = cfn["Resources"]["IdLeasesTable"]
+    assert table["Type"] == "AWS::DynamoDB::Table"
+    props = table["Properties"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["KeySchema"] == [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ]
+    assert {(a["AttributeName"], a["AttributeType"]) for a in props["AttributeDefinitions"]} == {
+        ("pk", "S"),
+        ("sk", "S"),
+    }
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert props["SSESpecification"]["SSEEnabled"] is True
+
+
+def test_every_table_expires_items_and_is_protected(cfn):
+    for table_id, table in _resources_of(cfn, "AWS::DynamoDB::Table").items():
+        props = table["Properties"]
+        assert props.get("BillingMode") == "PAY_PER_REQUEST", table_id
+        assert (props.get("SSESpecification") or {}).get("SSEEnabled") is True, table_id
+        assert (props.get("PointInTimeRecoverySpecification") or {}).get("PointInTimeRecoveryEnabled"), table_id
+
+
+def test_every_function_has_a_log_group_with_retention(cfn, functions):
+    by_name = {}
+    for lg_id, lg in _resources_of(cfn, "AWS::Logs::LogGroup").items():
+        by_name[json.dumps(lg["Properties"].get("LogGroupName"), sort_keys=True)] = (lg_id, lg)
+    for fn_id in functions:
+        key = json.dumps({"Fn::Sub": f"/aws/lambda/${{{fn_id}}}"}, sort_keys=True)
+        assert key in by_name, f"{fn_id} has no AWS::Logs::LogGroup named /aws/lambda/${{{fn_id}}}"
+        _, lg = by_name[key]
+        assert lg["Properties"].get("RetentionInDays") is not None, fn_id
+
+
+def test_outputs(cfn):
+    assert EXPECTED_OUTPUTS <= set(cfn["Outputs"])
+
+
+def _main(argv: list[str]) -> int:
+    routes = template_routes()
+    if "--json" in argv:
+        print(json.dumps([list(r) for r in routes]))
+    else:
+        for method, path in routes:
+            print(f"{method} {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
