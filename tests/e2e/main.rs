@@ -1,1 +1,4 @@
+//! End-to-end: real HTTP clients against the local host, on both backends.
 
+mod gateway;
+mod ids;

@@ -1,1 +1,222 @@
+//! Starts and stops the local host (`hanul-local`) for end-to-end tests, on
+//! either backend. The aws backend runs against the moto server named by
+//! `AWS_ENDPOINT_URL`, which `make test` starts.
 
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Aws,
+}
+
+/// The `hanul-local` binary: `HANUL_LOCAL_BIN`, or the workspace's debug build.
+pub fn binary() -> PathBuf {
+    if let Ok(path) = std::env::var("HANUL_LOCAL_BIN") {
+        return PathBuf::from(path);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join("debug/hanul-local");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (`cargo build -p hanul-local`) or set HANUL_LOCAL_BIN",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// One running local host, killed when dropped.
+pub struct LocalHost {
+    child: Option<Child>,
+    pub base: String,
+    pub backend: Backend,
+    pub data_dir: PathBuf,
+    pub aws_prefix: String,
+    env: Vec<(String, String)>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl LocalHost {
+    pub fn start(backend: Backend) -> Self {
+        Self::start_with(backend, &[])
+    }
+
+    pub fn start_with(backend: Backend, env: &[(&str, &str)]) -> Self {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let mut host = LocalHost {
+            child: None,
+            base: String::new(),
+            backend,
+            data_dir: temp.path().to_owned(),
+            aws_prefix: format!("e2e{}-", &uuid::Uuid::new_v4().simple().to_string()[..10]),
+            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            _temp: Some(temp),
+        };
+        host.launch();
+        host
+    }
+
+    fn launch(&mut self) {
+        let port = free_port();
+        let mut cmd = Command::new(binary());
+        cmd.arg("--addr")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env("RUST_LOG", "warn")
+            .env_remove("HANUL_BACKEND")
+            .env_remove("HANUL_AWS_PREFIX")
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(self.data_dir.join(format!("stderr-{port}.log")))
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            );
+        if self.backend == Backend::Aws {
+            let endpoint = std::env::var("AWS_ENDPOINT_URL").expect(
+                "AWS_ENDPOINT_URL is not set: the aws end-to-end tests need a moto server (run `make test`)",
+            );
+            cmd.args(["--backend", "aws", "--aws-prefix", &self.aws_prefix])
+                .env("AWS_ENDPOINT_URL", endpoint);
+            for (k, v) in [
+                ("AWS_ACCESS_KEY_ID", "testing"),
+                ("AWS_SECRET_ACCESS_KEY", "testing"),
+                ("AWS_REGION", "us-east-1"),
+            ] {
+                if std::env::var(k).is_err() {
+                    cmd.env(k, v);
+                }
+            }
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("start hanul-local"));
+        self.base = format!("http://127.0.0.1:{port}");
+        self.wait_ready(port);
+    }
+
+    fn wait_ready(&mut self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                let log = std::fs::read_to_string(self.data_dir.join(format!("stderr-{port}.log")))
+                    .unwrap_or_default();
+                panic!("hanul-local exited with {status} before it was ready:\n{log}");
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("hanul-local did not start listening within 30 s");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "hanul-local ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts again on the same data directory (and the same aws prefix).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.launch();
+    }
+}
+
+impl Drop for LocalHost {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client")
+}
+
+/// Asserts the JSON error shape and returns its code.
+pub async fn error_code(response: reqwest::Response, status: u16) -> String {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let ct = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(ct.starts_with("application/json"), "content-type {ct}");
+    let body: serde_json::Value = response.json().await.expect("JSON error body");
+    let code = body["error"]["code"].as_str().expect("error.code").to_owned();
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "error.message");
+    assert!(code.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "snake_case code {code}");
+    code
+}
+
+/// Runs each named test against the local host on both backends.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(hanul_e2e::Backend::Embedded).await;
+                }
+            )*
+        }
+        mod aws {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(hanul_e2e::Backend::Aws).await;
+                }
+            )*
+        }
+    };
+}

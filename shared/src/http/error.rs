@@ -112,16 +112,19 @@ impl From<IdError> for ApiError {
 }
 
 /// A JSON body that did not parse: 413 if too large, 415 if not JSON,
-/// 400 otherwise, always with the parser's message.
+/// 400 otherwise (syntax or shape), always with the parser's message.
 pub fn json_rejection(e: axum::extract::rejection::JsonRejection) -> ApiError {
-    let status = e.status();
-    let code = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        _ => "invalid_body",
-    };
-    let status = if status.is_client_error() { status } else { StatusCode::BAD_REQUEST };
-    ApiError::new(status, code, e.body_text())
+    match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.body_text())
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            e.body_text(),
+        ),
+        _ => ApiError::bad_request("invalid_body", e.body_text()),
+    }
 }
 
 fn is_json(response: &Response) -> bool {
