@@ -21,7 +21,9 @@ pub const IDS_GENERATE: Function = Function {
     build: |platform| {
         Box::pin(async move {
             let ids = platform.ids().await?;
-            Ok(Router::new().route("/api/v1/ids", get(generate)).with_state(ids))
+            Ok(Router::new()
+                .route("/api/v1/ids", get(generate))
+                .with_state(ids))
         })
     },
 };

@@ -5,9 +5,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use axum::Router;
 use axum::http::Method;
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use hanul_shared::platform::{ConfigError, Platform};
 use hanul_shared::ports::QueueSpec;
 use lambda_runtime::LambdaEvent;

@@ -18,7 +18,8 @@ pub async fn run_http(name: &str) -> Result<(), lambda_http::Error> {
 /// Runs one queue worker on Lambda, fed by an SQS event source mapping.
 pub async fn run_worker(name: &str) -> Result<(), lambda_runtime::Error> {
     http::init_tracing();
-    let worker = crate::routes::find_worker(name).ok_or_else(|| format!("no worker named {name}"))?;
+    let worker =
+        crate::routes::find_worker(name).ok_or_else(|| format!("no worker named {name}"))?;
     let platform = Arc::new(Platform::aws_from_env().await);
     let handler = (worker.build)(platform).await?;
     lambda_runtime::run(lambda_runtime::service_fn(move |event| handler(event))).await

@@ -23,18 +23,31 @@ async fn invoke(name: &str) -> (u16, Value, axum::http::HeaderMap) {
     let dir = tempfile::tempdir().unwrap();
     let platform = Arc::new(Platform::embedded(EmbeddedStore::open(dir.path()).unwrap()));
     let function = hanul_functions::routes::find(name).expect("function");
-    let router = http::api((function.build)(platform).await.unwrap(), http::DEFAULT_BODY_LIMIT);
+    let router = http::api(
+        (function.build)(platform).await.unwrap(),
+        http::DEFAULT_BODY_LIMIT,
+    );
     let response = router.oneshot(request).await.unwrap();
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), headers)
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        headers,
+    )
 }
 
 #[test]
 fn every_function_has_a_sample_event() {
     for f in FUNCTIONS {
-        assert!(event_path(f.name).exists(), "tests/events/{}.json is missing", f.name);
+        assert!(
+            event_path(f.name).exists(),
+            "tests/events/{}.json is missing",
+            f.name
+        );
     }
 }
 
@@ -44,7 +57,10 @@ async fn health_event() {
     assert_eq!(status, 200);
     assert_eq!(body["status"], "ok");
     // The gateway's request id is the request id.
-    assert_eq!(headers.get("x-request-id").and_then(|v| v.to_str().ok()), Some("JKJaXmPLvHcESHA="));
+    assert_eq!(
+        headers.get("x-request-id").and_then(|v| v.to_str().ok()),
+        Some("JKJaXmPLvHcESHA=")
+    );
 }
 
 #[tokio::test]

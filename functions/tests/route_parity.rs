@@ -33,8 +33,20 @@ type RouteRow = (String, String, String, &'static str);
 
 fn template_routes() -> (BTreeSet<RouteRow>, BTreeSet<String>) {
     let template = template();
-    let resources = template.get("Resources").and_then(Value::as_mapping).expect("Resources");
-    let default_auth = str_at(&template, &["Resources", "HttpApi", "Properties", "Auth", "DefaultAuthorizer"]);
+    let resources = template
+        .get("Resources")
+        .and_then(Value::as_mapping)
+        .expect("Resources");
+    let default_auth = str_at(
+        &template,
+        &[
+            "Resources",
+            "HttpApi",
+            "Properties",
+            "Auth",
+            "DefaultAuthorizer",
+        ],
+    );
     let mut routes = BTreeSet::new();
     let mut binaries = BTreeSet::new();
     for (_, resource) in resources {
@@ -45,15 +57,23 @@ fn template_routes() -> (BTreeSet<RouteRow>, BTreeSet<String>) {
             .expect("every function names its binary")
             .to_owned();
         binaries.insert(binary.clone());
-        let Some(events) = untag(resource).get("Properties").and_then(|p| p.get("Events")).and_then(Value::as_mapping) else {
+        let Some(events) = untag(resource)
+            .get("Properties")
+            .and_then(|p| p.get("Events"))
+            .and_then(Value::as_mapping)
+        else {
             continue;
         };
         for (_, event) in events {
             if str_at(event, &["Type"]) != Some("HttpApi") {
                 continue;
             }
-            let method = str_at(event, &["Properties", "Method"]).expect("Method").to_uppercase();
-            let path = str_at(event, &["Properties", "Path"]).expect("Path").to_owned();
+            let method = str_at(event, &["Properties", "Method"])
+                .expect("Method")
+                .to_uppercase();
+            let path = str_at(event, &["Properties", "Path"])
+                .expect("Path")
+                .to_owned();
             let authorizer = str_at(event, &["Properties", "Auth", "Authorizer"]).or(default_auth);
             let auth = match authorizer {
                 None | Some("NONE") => "none",
@@ -74,7 +94,12 @@ fn code_routes() -> BTreeSet<RouteRow> {
                     Auth::None => "none",
                     Auth::Jwt => "jwt",
                 };
-                (f.name.to_owned(), r.method.to_string(), r.path.to_owned(), auth)
+                (
+                    f.name.to_owned(),
+                    r.method.to_string(),
+                    r.path.to_owned(),
+                    auth,
+                )
             })
         })
         .collect()
@@ -101,7 +126,10 @@ fn every_function_has_a_binary_and_a_template_entry() {
         .map(|f| f.name.to_owned())
         .chain(WORKERS.iter().map(|w| w.name.to_owned()))
         .collect();
-    assert_eq!(code, template_binaries, "functions in code vs in template.yaml");
+    assert_eq!(
+        code, template_binaries,
+        "functions in code vs in template.yaml"
+    );
     for name in &code {
         let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("src/bin/{name}.rs"));
         assert!(bin.exists(), "{} is missing", bin.display());

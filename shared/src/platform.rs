@@ -197,7 +197,10 @@ impl Platform {
                             .ok()
                             .filter(|v| !v.trim().is_empty())
                             .ok_or_else(|| {
-                                ConfigError(format!("{var} is not set: it is the URL of queue {}", spec.name))
+                                ConfigError(format!(
+                                    "{var} is not set: it is the URL of queue {}",
+                                    spec.name
+                                ))
                             })?
                     }
                 };
@@ -213,7 +216,10 @@ impl Platform {
     }
 
     /// The dead-letter queue of `spec`, if it has one.
-    pub async fn dead_letter_queue(&self, spec: &QueueSpec) -> Result<Option<Arc<dyn Queue>>, ConfigError> {
+    pub async fn dead_letter_queue(
+        &self,
+        spec: &QueueSpec,
+    ) -> Result<Option<Arc<dyn Queue>>, ConfigError> {
         let Some(dlq) = spec.dead_letter_spec() else {
             return Ok(None);
         };

@@ -30,7 +30,10 @@ async fn write_until_killed(dir: &str) {
         let mut item = Key::new("k", format!("{i:08}")).to_item();
         item.insert("i".into(), num(i));
         table.put(item, None).await.unwrap();
-        queue.send(OutgoingMessage::new(i.to_string())).await.unwrap();
+        queue
+            .send(OutgoingMessage::new(i.to_string()))
+            .await
+            .unwrap();
         writeln!(out, "ack {i}").unwrap();
         out.flush().unwrap();
     }

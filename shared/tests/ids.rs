@@ -82,7 +82,11 @@ fn no_duplicates_across_64_concurrent_generators() {
     let services: Vec<Arc<IdService>> = (0..64)
         .map(|_| {
             let table: Arc<dyn Table> = Arc::new(EmbeddedTable::new(store.clone(), "id-leases"));
-            Arc::new(IdService::new(table, Arc::new(SystemClock), IdConfig::default()))
+            Arc::new(IdService::new(
+                table,
+                Arc::new(SystemClock),
+                IdConfig::default(),
+            ))
         })
         .collect();
     let handles: Vec<_> = services
@@ -113,7 +117,10 @@ fn no_duplicates_across_64_concurrent_generators() {
     assert_eq!(machines.len(), 64, "each instance holds its own machine id");
 }
 
-async fn lease_table(backend: &str, clock: Arc<ManualClock>) -> (Arc<dyn Table>, Option<tempfile::TempDir>) {
+async fn lease_table(
+    backend: &str,
+    clock: Arc<ManualClock>,
+) -> (Arc<dyn Table>, Option<tempfile::TempDir>) {
     match backend {
         "embedded" => {
             let dir = tempfile::tempdir().unwrap();
@@ -121,8 +128,9 @@ async fn lease_table(backend: &str, clock: Arc<ManualClock>) -> (Arc<dyn Table>,
             (Arc::new(EmbeddedTable::new(store, "id-leases")), Some(dir))
         }
         _ => {
-            let endpoint = std::env::var("AWS_ENDPOINT_URL")
-                .expect("AWS_ENDPOINT_URL: the aws lease tests need a moto server (run `make test`)");
+            let endpoint = std::env::var("AWS_ENDPOINT_URL").expect(
+                "AWS_ENDPOINT_URL: the aws lease tests need a moto server (run `make test`)",
+            );
             let config = hanul_shared::aws::endpoint_config(&endpoint).await;
             let client = aws_sdk_dynamodb::Client::new(&config);
             let name = format!("leases-{}", uuid::Uuid::new_v4().simple());
@@ -152,7 +160,10 @@ async fn lease_is_exclusive_and_recycled_after_expiry(backend: &str) {
     clock.advance(1_001);
     let b_ids = b.generate(100).await.unwrap();
     let a_max = a_ids.iter().max().copied().unwrap();
-    assert!(b_ids.iter().all(|id| *id > a_max), "a recycled machine id starts after the old lease");
+    assert!(
+        b_ids.iter().all(|id| *id > a_max),
+        "a recycled machine id starts after the old lease"
+    );
     assert!(b_ids.iter().all(|id| id.unix_ms() > T0 + 60_000));
     // A wakes up: its renewal fails (B owns the lease) and it cannot issue.
     assert!(matches!(a.generate(1).await, Err(IdError::NoMachineId)));

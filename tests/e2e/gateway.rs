@@ -47,7 +47,8 @@ async fn errors_are_json(backend: Backend) {
 
 fn futures_body(bytes: Vec<u8>) -> reqwest::Body {
     // A body of unknown length is sent chunked.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = bytes.chunks(8192).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        bytes.chunks(8192).map(|c| Ok(c.to_vec())).collect();
     reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
 }
 
@@ -64,10 +65,24 @@ async fn local_tokens_are_issued_and_checked(backend: Backend) {
     let body: Value = r.json().await.unwrap();
     let token = body["token"].as_str().unwrap();
     assert_eq!(token.split('.').count(), 3, "a JWT");
-    for bad in [json!({}), json!({"userId": ""}), json!({"userId": "a b"}), json!({"userId": 5}), json!({"userId": "u", "x": 1})] {
-        let r = c.post(host.url("/local/v1/token")).json(&bad).send().await.unwrap();
+    for bad in [
+        json!({}),
+        json!({"userId": ""}),
+        json!({"userId": "a b"}),
+        json!({"userId": 5}),
+        json!({"userId": "u", "x": 1}),
+    ] {
+        let r = c
+            .post(host.url("/local/v1/token"))
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
         let code = error_code(r, 400).await;
-        assert!(code == "invalid_body" || code == "invalid_user_id", "{bad}: {code}");
+        assert!(
+            code == "invalid_body" || code == "invalid_user_id",
+            "{bad}: {code}"
+        );
     }
     let r = c
         .post(host.url("/local/v1/token"))
@@ -86,4 +101,8 @@ async fn local_tokens_are_issued_and_checked(backend: Backend) {
     assert_eq!(error_code(r, 400).await, "invalid_body");
 }
 
-hanul_e2e::on_both_backends!(health_answers, errors_are_json, local_tokens_are_issued_and_checked);
+hanul_e2e::on_both_backends!(
+    health_answers,
+    errors_are_json,
+    local_tokens_are_issued_and_checked
+);

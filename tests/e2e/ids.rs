@@ -47,7 +47,11 @@ async fn issues_and_decodes_ids(backend: Backend) {
     let one = id_values(c.get(host.url("/api/v1/ids")).send().await.unwrap()).await;
     assert_eq!(one.len(), 1);
 
-    let r = c.get(host.url(&format!("/api/v1/ids/{}", five[0]))).send().await.unwrap();
+    let r = c
+        .get(host.url(&format!("/api/v1/ids/{}", five[0])))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let parts: Value = r.json().await.unwrap();
     assert_eq!(parts["id"], five[0].to_string());
@@ -62,11 +66,26 @@ async fn bad_id_requests_are_400(backend: Backend) {
     let host = LocalHost::start(backend);
     let c = client();
     for count in ["0", "1001", "-1", "abc", "1.5", "", "99999999999999999999"] {
-        let r = c.get(host.url(&format!("/api/v1/ids?count={count}"))).send().await.unwrap();
+        let r = c
+            .get(host.url(&format!("/api/v1/ids?count={count}")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(error_code(r, 400).await, "invalid_count", "count={count}");
     }
-    for id in ["abc", "0", "-1", "99999999999999999999", "9223372036854775808", "1%202"] {
-        let r = c.get(host.url(&format!("/api/v1/ids/{id}"))).send().await.unwrap();
+    for id in [
+        "abc",
+        "0",
+        "-1",
+        "99999999999999999999",
+        "9223372036854775808",
+        "1%202",
+    ] {
+        let r = c
+            .get(host.url(&format!("/api/v1/ids/{id}")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(error_code(r, 400).await, "invalid_id", "id={id}");
     }
     let r = c.post(host.url("/api/v1/ids")).send().await.unwrap();
@@ -86,7 +105,11 @@ async fn a_killed_host_never_repeats_an_id(backend: Backend) {
     let max_before = before.iter().max().copied().unwrap();
     host.restart(); // SIGKILL, then start on the same data
     let r = ids(&host, 1).await;
-    assert_eq!(error_code(r, 503).await, "ids_unavailable", "the dead host's lease survived the crash");
+    assert_eq!(
+        error_code(r, 503).await,
+        "ids_unavailable",
+        "the dead host's lease survived the crash"
+    );
     let deadline = Instant::now() + Duration::from_secs(15);
     let after = loop {
         let r = ids(&host, 1000).await;
@@ -96,7 +119,10 @@ async fn a_killed_host_never_repeats_an_id(backend: Backend) {
         assert!(Instant::now() < deadline, "the lease never lapsed");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert!(after.iter().all(|id| *id > max_before), "a recycled machine id repeated the past");
+    assert!(
+        after.iter().all(|id| *id > max_before),
+        "a recycled machine id repeated the past"
+    );
     assert!(after.iter().all(|id| (id >> 12) & 1023 == 7));
 }
 

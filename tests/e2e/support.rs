@@ -61,7 +61,10 @@ impl LocalHost {
             backend,
             data_dir: temp.path().to_owned(),
             aws_prefix: format!("e2e{}-", &uuid::Uuid::new_v4().simple().to_string()[..10]),
-            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             _temp: Some(temp),
         };
         host.launch();
@@ -192,9 +195,20 @@ pub async fn error_code(response: reqwest::Response, status: u16) -> String {
         .to_owned();
     assert!(ct.starts_with("application/json"), "content-type {ct}");
     let body: serde_json::Value = response.json().await.expect("JSON error body");
-    let code = body["error"]["code"].as_str().expect("error.code").to_owned();
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "error.message");
-    assert!(code.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "snake_case code {code}");
+    let code = body["error"]["code"]
+        .as_str()
+        .expect("error.code")
+        .to_owned();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "error.message"
+    );
+    assert!(
+        code.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+        "snake_case code {code}"
+    );
     code
 }
 

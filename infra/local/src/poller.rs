@@ -45,17 +45,24 @@ impl PollerConfig {
     /// `WORKER_BACKOFF_MAX_MS` (default 60000), `WORKER_BATCH_SIZE` (1-10).
     pub fn from_env() -> Result<Self, String> {
         let mut config = Self::default();
-        let read = |name: &str, range: std::ops::RangeInclusive<u64>| -> Result<Option<u64>, String> {
-            match std::env::var(name) {
-                Err(_) => Ok(None),
-                Ok(v) => v
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| range.contains(n))
-                    .map(Some)
-                    .ok_or_else(|| format!("{name} must be {} to {}, got `{v}`", range.start(), range.end())),
-            }
-        };
+        let read =
+            |name: &str, range: std::ops::RangeInclusive<u64>| -> Result<Option<u64>, String> {
+                match std::env::var(name) {
+                    Err(_) => Ok(None),
+                    Ok(v) => v
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|n| range.contains(n))
+                        .map(Some)
+                        .ok_or_else(|| {
+                            format!(
+                                "{name} must be {} to {}, got `{v}`",
+                                range.start(),
+                                range.end()
+                            )
+                        }),
+                }
+            };
         if let Some(ms) = read("WORKER_BACKOFF_BASE_MS", 1..=3_600_000)? {
             config.backoff_base = Duration::from_millis(ms);
         }
@@ -95,7 +102,10 @@ pub fn sqs_event(messages: &[ReceivedMessage], queue_arn: &str) -> SqsEvent {
             record.event_source_arn = Some(queue_arn.to_owned());
             record.aws_region = queue_arn.split(':').nth(3).map(str::to_owned);
             let attrs = &mut record.attributes;
-            attrs.insert("ApproximateReceiveCount".into(), m.receive_count.to_string());
+            attrs.insert(
+                "ApproximateReceiveCount".into(),
+                m.receive_count.to_string(),
+            );
             attrs.insert("SentTimestamp".into(), m.sent_at_ms.to_string());
             attrs.insert(
                 "ApproximateFirstReceiveTimestamp".into(),
@@ -145,7 +155,12 @@ pub async fn deliver(
         .unwrap_or(0);
     context.invoked_function_arn = queue.arn();
     let ids: HashSet<&str> = messages.iter().map(|m| m.message_id.as_str()).collect();
-    let failed: HashSet<String> = match tokio::time::timeout(timeout, handler(LambdaEvent::new(event, context))).await {
+    let failed: HashSet<String> = match tokio::time::timeout(
+        timeout,
+        handler(LambdaEvent::new(event, context)),
+    )
+    .await
+    {
         Ok(Ok(response)) => {
             let reported: HashSet<String> = response
                 .batch_item_failures

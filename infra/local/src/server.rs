@@ -85,7 +85,11 @@ fn signing_secret(data_dir: &Path) -> Result<Vec<u8>, StartError> {
         _ => {
             std::fs::create_dir_all(data_dir)
                 .map_err(|e| StartError::Io(format!("creating {}", data_dir.display()), e))?;
-            let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+            let secret = format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
             std::fs::write(&path, &secret)
                 .map_err(|e| StartError::Io(format!("writing {}", path.display()), e))?;
             Ok(secret.into_bytes())
@@ -103,8 +107,13 @@ struct Gateway {
 /// missing or bad token with 401 and pass the verified claims on; on a public
 /// route, pass no claims at all.
 async fn gateway(State(gw): State<Gateway>, mut request: Request, next: Next) -> Response {
-    request.extensions_mut().remove::<lambda_http::request::RequestContext>();
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    request
+        .extensions_mut()
+        .remove::<lambda_http::request::RequestContext>();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
     let method = if request.method() == Method::HEAD {
         Method::GET
     } else {
@@ -147,7 +156,9 @@ async fn issue_token(
         .tokens
         .issue(&req.user_id, now)
         .map_err(|e| ApiError::bad_request("invalid_user_id", e.to_string()))?;
-    Ok(Json(json!({ "token": token, "tokenType": "Bearer", "userId": req.user_id })))
+    Ok(Json(
+        json!({ "token": token, "tokenType": "Bearer", "userId": req.user_id }),
+    ))
 }
 
 /// The whole local API: every function's router, the gateway check, the
@@ -209,7 +220,10 @@ pub async fn serve(args: Args) -> Result<(), StartError> {
         }
     };
     let platform = Arc::new(platform);
-    let tokens = LocalTokens::new(&signing_secret(&args.data_dir)?, Duration::from_secs(24 * 3600));
+    let tokens = LocalTokens::new(
+        &signing_secret(&args.data_dir)?,
+        Duration::from_secs(24 * 3600),
+    );
     let app = app(platform.clone(), tokens).await?;
 
     let (stop, stopped) = watch::channel(false);

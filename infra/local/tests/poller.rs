@@ -69,7 +69,12 @@ async fn retries_then_dead_letters(platform: Platform) {
         backoff_max: Duration::from_millis(400),
         ..PollerConfig::default()
     };
-    let task = tokio::spawn(poller::run(queue.clone(), handler(seen.clone()), config, stopped));
+    let task = tokio::spawn(poller::run(
+        queue.clone(),
+        handler(seen.clone()),
+        config,
+        stopped,
+    ));
 
     // Phase 1: a batch whose handler crashes is retried whole.
     for body in ["crash", "ok-0"] {
@@ -90,7 +95,11 @@ async fn retries_then_dead_letters(platform: Platform) {
 
     let mut dead = Vec::new();
     for _ in 0..60 {
-        dead.extend(dlq.receive(10, Duration::from_millis(500), None).await.unwrap());
+        dead.extend(
+            dlq.receive(10, Duration::from_millis(500), None)
+                .await
+                .unwrap(),
+        );
         let done = {
             let seen = seen.lock().unwrap();
             seen.get("flaky") == Some(&3) && seen.get("crash") == Some(&1)
@@ -105,9 +114,21 @@ async fn retries_then_dead_letters(platform: Platform) {
     assert_eq!(seen.get("ok-0"), Some(&1), "{seen:?}");
     assert_eq!(seen.get("ok-1"), Some(&1), "{seen:?}");
     assert_eq!(seen.get("ok-2"), Some(&1), "{seen:?}");
-    assert_eq!(seen.get("flaky"), Some(&3), "failed twice, then sent: {seen:?}");
-    assert_eq!(seen.get("crash"), Some(&1), "the crashed batch was retried: {seen:?}");
-    assert_eq!(seen.get("poison"), Some(&3), "three receives, then the DLQ: {seen:?}");
+    assert_eq!(
+        seen.get("flaky"),
+        Some(&3),
+        "failed twice, then sent: {seen:?}"
+    );
+    assert_eq!(
+        seen.get("crash"),
+        Some(&1),
+        "the crashed batch was retried: {seen:?}"
+    );
+    assert_eq!(
+        seen.get("poison"),
+        Some(&3),
+        "three receives, then the DLQ: {seen:?}"
+    );
     let dead: Vec<&str> = dead.iter().map(|m| m.body.as_str()).collect();
     assert_eq!(dead, ["poison"]);
     assert_eq!(queue.depth().await.unwrap(), 0);
@@ -123,7 +144,11 @@ fn backoff_grows_and_is_capped() {
     for (count, full) in [(1, 1), (2, 2), (3, 4), (4, 8), (5, 10), (30, 10)] {
         let d = config.backoff(count);
         let full = Duration::from_secs(full);
-        assert!(d >= full / 2 && d <= full, "receive {count}: {d:?} not in [{:?}, {full:?}]", full / 2);
+        assert!(
+            d >= full / 2 && d <= full,
+            "receive {count}: {d:?} not in [{:?}, {full:?}]",
+            full / 2
+        );
     }
 }
 

@@ -28,7 +28,10 @@ fn failed(what: &str, e: impl std::fmt::Display) -> BootstrapError {
 }
 
 /// Creates a `pk`/`sk` table with TTL on `ttl`, unless it exists.
-pub async fn ensure_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), BootstrapError> {
+pub async fn ensure_table(
+    client: &aws_sdk_dynamodb::Client,
+    name: &str,
+) -> Result<(), BootstrapError> {
     let attr = |n: &str| {
         AttributeDefinition::builder()
             .attribute_name(n)
@@ -86,7 +89,10 @@ pub async fn ensure_queue(
         spec.visibility_timeout.as_secs().to_string(),
     )]);
     if !spec.delay.is_zero() {
-        attributes.insert(QueueAttributeName::DelaySeconds, spec.delay.as_secs().to_string());
+        attributes.insert(
+            QueueAttributeName::DelaySeconds,
+            spec.delay.as_secs().to_string(),
+        );
     }
     if spec.fifo() {
         attributes.insert(QueueAttributeName::FifoQueue, "true".into());

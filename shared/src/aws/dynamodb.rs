@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    self as ddb, AttributeValue as DdbValue, KeysAndAttributes, PutRequest,
-    ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, WriteRequest,
+    self as ddb, AttributeValue as DdbValue, KeysAndAttributes, PutRequest, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem, WriteRequest,
 };
 
 use crate::ports::Clock;
@@ -55,7 +55,8 @@ impl Expr {
 
     fn value(&mut self, v: &AttributeValue) -> String {
         let placeholder = format!(":v{}", self.values.len());
-        self.values.insert(placeholder.clone(), DdbValue::from(v.clone()));
+        self.values
+            .insert(placeholder.clone(), DdbValue::from(v.clone()));
         placeholder
     }
 
@@ -383,7 +384,9 @@ impl Table for DynamoTable {
             return Err(TableError::Invalid("a query needs a partition key".into()));
         }
         if query.limit == Some(0) {
-            return Err(TableError::Invalid("a query limit must be at least 1".into()));
+            return Err(TableError::Invalid(
+                "a query limit must be at least 1".into(),
+            ));
         }
         let start = match &query.cursor {
             Some(c) => {
@@ -484,7 +487,12 @@ impl Table for DynamoTable {
             if let Some(mut responses) = out.responses
                 && let Some(items) = responses.remove(&self.name)
             {
-                found.extend(items.into_iter().map(from_ddb).filter(|i| !is_expired(i, now)));
+                found.extend(
+                    items
+                        .into_iter()
+                        .map(from_ddb)
+                        .filter(|i| !is_expired(i, now)),
+                );
             }
             match out.unprocessed_keys.and_then(|mut u| u.remove(&self.name)) {
                 Some(rest) if !rest.keys.is_empty() => {

@@ -25,7 +25,11 @@ pub async fn endpoint_config(endpoint: &str) -> aws_config::SdkConfig {
         .endpoint_url(endpoint)
         .region(aws_config::Region::new(region))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "testing", "testing", None, None, "hanul-endpoint",
+            "testing",
+            "testing",
+            None,
+            None,
+            "hanul-endpoint",
         ))
         .load()
         .await

@@ -122,7 +122,8 @@ impl Queue for SqsQueue {
     ) -> Result<Vec<Result<String, QueueError>>, QueueError> {
         queue::validate_batch(&messages)?;
         let fifo = self.spec.fifo();
-        let mut results: Vec<Option<Result<String, QueueError>>> = Vec::with_capacity(messages.len());
+        let mut results: Vec<Option<Result<String, QueueError>>> =
+            Vec::with_capacity(messages.len());
         let mut entries = Vec::new();
         for (i, m) in messages.into_iter().enumerate() {
             if let Err(e) = m.validate(fifo) {
@@ -157,7 +158,12 @@ impl Queue for SqsQueue {
                 }
             }
             for failed in out.failed {
-                if let Some(slot) = failed.id.parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
+                if let Some(slot) = failed
+                    .id
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| results.get_mut(i))
+                {
                     let reason = failed.message.unwrap_or(failed.code);
                     *slot = Some(Err(if failed.sender_fault {
                         QueueError::Invalid(reason)
@@ -169,7 +175,9 @@ impl Queue for SqsQueue {
         }
         Ok(results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(QueueError::Unavailable("no result for entry".into()))))
+            .map(|r| {
+                r.unwrap_or_else(|| Err(QueueError::Unavailable("no result for entry".into())))
+            })
             .collect())
     }
 
@@ -235,7 +243,9 @@ impl Queue for SqsQueue {
 
     async fn change_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), QueueError> {
         if timeout > queue::MAX_VISIBILITY {
-            return Err(QueueError::Invalid("visibility timeout is at most 12 hours".into()));
+            return Err(QueueError::Invalid(
+                "visibility timeout is at most 12 hours".into(),
+            ));
         }
         self.client
             .change_message_visibility()

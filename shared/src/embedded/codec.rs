@@ -42,13 +42,18 @@ fn encode_value(v: &AttributeValue) -> Value {
         AttributeValue::Null(b) => json!({ "NULL": b }),
         AttributeValue::B(b) => json!({ "B": B64.encode(b) }),
         AttributeValue::M(m) => {
-            let map: Map<String, Value> = m.iter().map(|(k, v)| (k.clone(), encode_value(v))).collect();
+            let map: Map<String, Value> = m
+                .iter()
+                .map(|(k, v)| (k.clone(), encode_value(v)))
+                .collect();
             json!({ "M": map })
         }
         AttributeValue::L(l) => json!({ "L": l.iter().map(encode_value).collect::<Vec<_>>() }),
         AttributeValue::Ss(v) => json!({ "SS": v }),
         AttributeValue::Ns(v) => json!({ "NS": v }),
-        AttributeValue::Bs(v) => json!({ "BS": v.iter().map(|b| B64.encode(b)).collect::<Vec<_>>() }),
+        AttributeValue::Bs(v) => {
+            json!({ "BS": v.iter().map(|b| B64.encode(b)).collect::<Vec<_>>() })
+        }
     }
 }
 
@@ -119,9 +124,15 @@ mod tests {
         item.insert("m".into(), AttributeValue::M(m));
         item.insert(
             "l".into(),
-            AttributeValue::L(vec![AttributeValue::S("x".into()), AttributeValue::Bool(false)]),
+            AttributeValue::L(vec![
+                AttributeValue::S("x".into()),
+                AttributeValue::Bool(false),
+            ]),
         );
-        item.insert("ss".into(), AttributeValue::Ss(vec!["a".into(), "b".into()]));
+        item.insert(
+            "ss".into(),
+            AttributeValue::Ss(vec!["a".into(), "b".into()]),
+        );
         item.insert("ns".into(), AttributeValue::Ns(vec!["1".into()]));
         item.insert("bs".into(), AttributeValue::Bs(vec![vec![1], vec![2, 3]]));
         let text = encode_item(&item);
@@ -130,7 +141,13 @@ mod tests {
 
     #[test]
     fn corrupt_rows_are_errors_not_panics() {
-        for bad in ["", "[]", r#"{"a": 1}"#, r#"{"a": {"X": 1}}"#, r#"{"a": {"B": "%%"}}"#] {
+        for bad in [
+            "",
+            "[]",
+            r#"{"a": 1}"#,
+            r#"{"a": {"X": 1}}"#,
+            r#"{"a": {"B": "%%"}}"#,
+        ] {
             assert!(decode_item(bad).is_err(), "{bad}");
         }
     }

@@ -18,10 +18,16 @@ pub fn holds(condition: &Condition, current: Option<&Item>) -> bool {
                 CmpOp::Eq => equal(stored, value),
                 CmpOp::Ne => !equal(stored, value),
                 CmpOp::Lt => compare(stored, value) == Some(Ordering::Less),
-                CmpOp::Le => matches!(compare(stored, value), Some(Ordering::Less | Ordering::Equal)),
+                CmpOp::Le => matches!(
+                    compare(stored, value),
+                    Some(Ordering::Less | Ordering::Equal)
+                ),
                 CmpOp::Gt => compare(stored, value) == Some(Ordering::Greater),
                 CmpOp::Ge => {
-                    matches!(compare(stored, value), Some(Ordering::Greater | Ordering::Equal))
+                    matches!(
+                        compare(stored, value),
+                        Some(Ordering::Greater | Ordering::Equal)
+                    )
                 }
             },
         },
@@ -33,7 +39,9 @@ pub fn holds(condition: &Condition, current: Option<&Item>) -> bool {
 
 fn equal(a: &AttributeValue, b: &AttributeValue) -> bool {
     match (a, b) {
-        (AttributeValue::N(x), AttributeValue::N(y)) => compare_numbers(x, y) == Some(Ordering::Equal),
+        (AttributeValue::N(x), AttributeValue::N(y)) => {
+            compare_numbers(x, y) == Some(Ordering::Equal)
+        }
         _ => a == b,
     }
 }
@@ -104,7 +112,10 @@ mod tests {
         assert!(holds(&Condition::cmp("n", CmpOp::Gt, num(9)), Some(&i)));
         assert!(holds(&Condition::cmp("n", CmpOp::Lt, num(100)), Some(&i)));
         assert!(!holds(&Condition::cmp("n", CmpOp::Lt, num(10)), Some(&i)));
-        assert!(holds(&Condition::cmp("n", CmpOp::Le, num("10.0")), Some(&i)));
+        assert!(holds(
+            &Condition::cmp("n", CmpOp::Le, num("10.0")),
+            Some(&i)
+        ));
         // A string never equals a number, and does not order against it.
         assert!(!holds(&Condition::eq("n", s("10")), Some(&i)));
         assert!(!holds(&Condition::cmp("n", CmpOp::Lt, s("99")), Some(&i)));

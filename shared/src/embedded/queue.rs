@@ -124,7 +124,11 @@ fn take_visible(
          FROM messages WHERE queue = ?1 AND visible_at <= ?2 ORDER BY seq LIMIT ?3",
     )?;
     // Scan past blocked groups and dead-lettered messages, but not forever.
-    let scan = if spec.fifo() { 1000 } else { max as i64 * 4 + 16 };
+    let scan = if spec.fifo() {
+        1000
+    } else {
+        max as i64 * 4 + 16
+    };
     let candidates = stmt
         .query_map(params![spec.name, now, scan], |row| {
             Ok(Candidate {
@@ -282,7 +286,9 @@ impl Queue for EmbeddedQueue {
 
     async fn change_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), QueueError> {
         if timeout > queue::MAX_VISIBILITY {
-            return Err(QueueError::Invalid("visibility timeout is at most 12 hours".into()));
+            return Err(QueueError::Invalid(
+                "visibility timeout is at most 12 hours".into(),
+            ));
         }
         let (name, receipt) = (self.spec.name.clone(), receipt.to_owned());
         let now = self.now();

@@ -189,7 +189,9 @@ impl Table for EmbeddedTable {
             return Err(TableError::Invalid("a query needs a partition key".into()));
         }
         if query.limit == Some(0) {
-            return Err(TableError::Invalid("a query limit must be at least 1".into()));
+            return Err(TableError::Invalid(
+                "a query limit must be at least 1".into(),
+            ));
         }
         let after = match &query.cursor {
             Some(c) => {
@@ -307,11 +309,8 @@ fn run_query(
     let mut sql = String::from(
         "SELECT sk, data FROM items WHERE tbl = ?1 AND pk = ?2 AND (ttl IS NULL OR ttl > ?3)",
     );
-    let mut args: Vec<rusqlite::types::Value> = vec![
-        tbl.to_owned().into(),
-        query.pk.clone().into(),
-        now.into(),
-    ];
+    let mut args: Vec<rusqlite::types::Value> =
+        vec![tbl.to_owned().into(), query.pk.clone().into(), now.into()];
     let mut bound = |op: &str, v: &str, args: &mut Vec<rusqlite::types::Value>| {
         args.push(v.to_owned().into());
         sql.push_str(&format!(" AND sk {op} ?{}", args.len()));

@@ -44,7 +44,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        Caller::from_parts(parts).ok_or_else(|| ApiError::unauthorized("a valid bearer token is required"))
+        Caller::from_parts(parts)
+            .ok_or_else(|| ApiError::unauthorized("a valid bearer token is required"))
     }
 }
 
@@ -151,7 +152,11 @@ impl LocalTokens {
 
 /// The token in an `Authorization: Bearer <token>` header, if any.
 pub fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
@@ -168,21 +173,39 @@ mod tests {
             .unwrap()
             .as_secs();
         let token = tokens.issue("u1", now).unwrap();
-        assert_eq!(tokens.verify(&token).unwrap().get("sub").map(String::as_str), Some("u1"));
+        assert_eq!(
+            tokens
+                .verify(&token)
+                .unwrap()
+                .get("sub")
+                .map(String::as_str),
+            Some("u1")
+        );
         let other = LocalTokens::new(b"secret-two", Duration::from_secs(3600));
         assert!(other.verify(&token).is_err());
         let expired = tokens.issue("u1", now - 7200).unwrap();
         assert!(tokens.verify(&expired).is_err());
         assert!(tokens.verify("not.a.token").is_err());
-        assert!(matches!(tokens.issue("", now), Err(TokenError::InvalidUserId)));
-        assert!(matches!(tokens.issue("a b", now), Err(TokenError::InvalidUserId)));
+        assert!(matches!(
+            tokens.issue("", now),
+            Err(TokenError::InvalidUserId)
+        ));
+        assert!(matches!(
+            tokens.issue("a b", now),
+            Err(TokenError::InvalidUserId)
+        ));
     }
 
     #[test]
     fn claims_are_read_from_the_api_gateway_context() {
         let (mut parts, ()) = axum::http::Request::new(()).into_parts();
         assert_eq!(Caller::from_parts(&parts), None);
-        parts.extensions.insert(jwt_context(HashMap::from([("sub".into(), "nina".into())])));
-        assert_eq!(Caller::from_parts(&parts).map(|c| c.user_id), Some("nina".into()));
+        parts
+            .extensions
+            .insert(jwt_context(HashMap::from([("sub".into(), "nina".into())])));
+        assert_eq!(
+            Caller::from_parts(&parts).map(|c| c.user_id),
+            Some("nina".into())
+        );
     }
 }

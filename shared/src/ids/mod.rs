@@ -17,8 +17,10 @@ use std::time::Duration;
 
 pub use snowflake::{Generator, IdParts, MAX_MACHINE_ID, SnowflakeId};
 
-use crate::ports::table::{Condition, Consistency, Key, Table, TableError, Update, get_i64, get_str, num, s};
 use crate::ports::Clock;
+use crate::ports::table::{
+    Condition, Consistency, Key, Table, TableError, Update, get_i64, get_str, num, s,
+};
 
 pub const MAX_IDS_PER_REQUEST: usize = 1000;
 
@@ -86,7 +88,9 @@ impl IdConfig {
         }
         if let Ok(v) = std::env::var("ID_MACHINE_RANGE") {
             config.machines = parse_range(&v).ok_or_else(|| {
-                format!("ID_MACHINE_RANGE must be `first-last` within 0-{MAX_MACHINE_ID}, got `{v}`")
+                format!(
+                    "ID_MACHINE_RANGE must be `first-last` within 0-{MAX_MACHINE_ID}, got `{v}`"
+                )
             })?;
         }
         Ok(config)
@@ -191,7 +195,10 @@ impl IdService {
             match self.renew(g).await {
                 Ok(()) => return Ok(g.clone()),
                 Err(RenewError::Lost) => {
-                    tracing::warn!(machine = g.machine(), "machine-id lease lost to another instance");
+                    tracing::warn!(
+                        machine = g.machine(),
+                        "machine-id lease lost to another instance"
+                    );
                     g.revoke();
                     *current = None;
                 }
@@ -207,7 +214,11 @@ impl IdService {
             }
         }
         let g = Arc::new(self.acquire().await?);
-        tracing::info!(machine = g.machine(), lease_until_ms = g.lease_until_ms(), "machine-id lease acquired");
+        tracing::info!(
+            machine = g.machine(),
+            lease_until_ms = g.lease_until_ms(),
+            "machine-id lease acquired"
+        );
         *current = Some(g.clone());
         Ok(g)
     }
@@ -238,7 +249,8 @@ impl IdService {
                         continue;
                     }
                     let owner = get_str(&item, OWNER).unwrap_or_default().to_owned();
-                    let seen = Condition::eq(EXPIRES_AT, num(expires)).and(Condition::eq(OWNER, s(owner)));
+                    let seen =
+                        Condition::eq(EXPIRES_AT, num(expires)).and(Condition::eq(OWNER, s(owner)));
                     (seen, expires)
                 }
             };
@@ -274,7 +286,11 @@ impl IdService {
             .set("renewedAt", num(now));
         match self
             .table
-            .update(&lease_key(g.machine()), update, Some(Condition::eq(OWNER, s(&self.owner))))
+            .update(
+                &lease_key(g.machine()),
+                update,
+                Some(Condition::eq(OWNER, s(&self.owner))),
+            )
             .await
         {
             Ok(_) => {
@@ -299,7 +315,11 @@ impl IdService {
             .set(OWNER, s(RELEASED));
         match self
             .table
-            .update(&lease_key(g.machine()), update, Some(Condition::eq(OWNER, s(&self.owner))))
+            .update(
+                &lease_key(g.machine()),
+                update,
+                Some(Condition::eq(OWNER, s(&self.owner))),
+            )
             .await
         {
             Ok(_) | Err(TableError::ConditionFailed { .. }) => Ok(()),
@@ -314,7 +334,9 @@ impl IdService {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                let Some(service) = service.upgrade() else { return };
+                let Some(service) = service.upgrade() else {
+                    return;
+                };
                 if let Err(e) = service.renew_if_due().await {
                     tracing::warn!(error = %e, "background lease renewal failed");
                 }

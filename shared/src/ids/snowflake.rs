@@ -259,7 +259,10 @@ mod tests {
     #[test]
     fn fields_round_trip() {
         let id = SnowflakeId::from_parts(T0, 1023, 4095).unwrap();
-        assert_eq!((id.unix_ms(), id.machine(), id.sequence()), (T0, 1023, 4095));
+        assert_eq!(
+            (id.unix_ms(), id.machine(), id.sequence()),
+            (T0, 1023, 4095)
+        );
         assert!((id.value() as i64) > 0);
         let parsed: SnowflakeId = id.to_string().parse().unwrap();
         assert_eq!(parsed, id);
@@ -270,7 +273,16 @@ mod tests {
 
     #[test]
     fn rejects_malformed_ids() {
-        for bad in ["", "0", "-5", "abc", "1e5", " 12", "9223372036854775808", "99999999999999999999"] {
+        for bad in [
+            "",
+            "0",
+            "-5",
+            "abc",
+            "1e5",
+            " 12",
+            "9223372036854775808",
+            "99999999999999999999",
+        ] {
             assert!(bad.parse::<SnowflakeId>().is_err(), "{bad:?}");
         }
     }
@@ -316,7 +328,10 @@ mod tests {
         let clock = ManualClock::new(T0);
         // The previous holder's lease ended 1 ms in our future.
         let g = generator(clock.clone(), T0 + 1);
-        assert!(matches!(g.next_id(), Err(IdError::ClockMovedBackwards { .. })));
+        assert!(matches!(
+            g.next_id(),
+            Err(IdError::ClockMovedBackwards { .. })
+        ));
         clock.set(T0 + 1);
         let mover = {
             let clock = clock.clone();

@@ -121,11 +121,15 @@ impl OutgoingMessage {
             )));
         }
         if self.delay.is_some_and(|d| d > MAX_DELAY) {
-            return Err(QueueError::Invalid("a message delay is at most 900 seconds".into()));
+            return Err(QueueError::Invalid(
+                "a message delay is at most 900 seconds".into(),
+            ));
         }
         if fifo {
             if self.group_id.as_deref().is_none_or(str::is_empty) {
-                return Err(QueueError::Invalid("a FIFO message needs a group id".into()));
+                return Err(QueueError::Invalid(
+                    "a FIFO message needs a group id".into(),
+                ));
             }
             if self.dedupe_id.as_deref().is_none_or(str::is_empty) {
                 return Err(QueueError::Invalid(
@@ -222,15 +226,23 @@ pub fn validate_batch(messages: &[OutgoingMessage]) -> Result<(), QueueError> {
     Ok(())
 }
 
-pub fn validate_receive(max: u32, wait: Duration, visibility: Option<Duration>) -> Result<(), QueueError> {
+pub fn validate_receive(
+    max: u32,
+    wait: Duration,
+    visibility: Option<Duration>,
+) -> Result<(), QueueError> {
     if !(1..=MAX_BATCH as u32).contains(&max) {
         return Err(QueueError::Invalid("receive takes 1 to 10 messages".into()));
     }
     if wait > MAX_WAIT {
-        return Err(QueueError::Invalid("receive waits at most 20 seconds".into()));
+        return Err(QueueError::Invalid(
+            "receive waits at most 20 seconds".into(),
+        ));
     }
     if visibility.is_some_and(|v| v > MAX_VISIBILITY) {
-        return Err(QueueError::Invalid("visibility timeout is at most 12 hours".into()));
+        return Err(QueueError::Invalid(
+            "visibility timeout is at most 12 hours".into(),
+        ));
     }
     Ok(())
 }

@@ -58,7 +58,9 @@ impl Key {
     pub fn validate(&self) -> Result<(), TableError> {
         for (name, v) in [(PK, &self.pk), (SK, &self.sk)] {
             if v.is_empty() {
-                return Err(TableError::Invalid(format!("key attribute `{name}` is empty")));
+                return Err(TableError::Invalid(format!(
+                    "key attribute `{name}` is empty"
+                )));
             }
             if v.len() > MAX_KEY_BYTES {
                 return Err(TableError::Invalid(format!(
@@ -473,7 +475,9 @@ pub fn validate_item(item: &Item) -> Result<Key, TableError> {
     if let Some(v) = item.get(TTL)
         && !matches!(v, AttributeValue::N(_))
     {
-        return Err(TableError::Invalid("attribute `ttl` must be a number".into()));
+        return Err(TableError::Invalid(
+            "attribute `ttl` must be a number".into(),
+        ));
     }
     let size: usize = item.iter().map(|(k, v)| k.len() + value_size(v)).sum();
     if size > MAX_ITEM_BYTES {
@@ -490,7 +494,12 @@ pub fn value_size(v: &AttributeValue) -> usize {
         AttributeValue::S(s) | AttributeValue::N(s) => s.len(),
         AttributeValue::B(b) => b.len(),
         AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
-        AttributeValue::M(m) => 3 + m.iter().map(|(k, v)| k.len() + value_size(v) + 1).sum::<usize>(),
+        AttributeValue::M(m) => {
+            3 + m
+                .iter()
+                .map(|(k, v)| k.len() + value_size(v) + 1)
+                .sum::<usize>()
+        }
         AttributeValue::L(l) => 3 + l.iter().map(|v| value_size(v) + 1).sum::<usize>(),
         AttributeValue::Ss(v) | AttributeValue::Ns(v) => v.iter().map(String::len).sum(),
         AttributeValue::Bs(v) => v.iter().map(Vec::len).sum(),
@@ -500,7 +509,9 @@ pub fn value_size(v: &AttributeValue) -> usize {
 /// Checks the shape of a batch or transaction before either adapter runs it.
 pub fn validate_transaction(ops: &[TxOp]) -> Result<(), TableError> {
     if ops.is_empty() {
-        return Err(TableError::Invalid("a transaction needs at least one operation".into()));
+        return Err(TableError::Invalid(
+            "a transaction needs at least one operation".into(),
+        ));
     }
     if ops.len() > MAX_TRANSACTION_OPS {
         return Err(TableError::Invalid(format!(
@@ -543,7 +554,9 @@ pub fn validate_batch_get(keys: &[Key]) -> Result<(), TableError> {
     for key in keys {
         key.validate()?;
         if !seen.insert(key) {
-            return Err(TableError::Invalid("a batch get names one key twice".into()));
+            return Err(TableError::Invalid(
+                "a batch get names one key twice".into(),
+            ));
         }
     }
     Ok(())
@@ -560,7 +573,9 @@ pub fn validate_batch_put(items: &[Item]) -> Result<(), TableError> {
     for item in items {
         let key = validate_item(item)?;
         if !seen.insert(key) {
-            return Err(TableError::Invalid("a batch put names one key twice".into()));
+            return Err(TableError::Invalid(
+                "a batch put names one key twice".into(),
+            ));
         }
     }
     Ok(())

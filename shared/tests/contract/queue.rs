@@ -4,8 +4,11 @@ use hanul_shared::platform::Platform;
 use hanul_shared::ports::{OutgoingMessage, QueueError, QueueSpec};
 
 fn spec(name: &str) -> QueueSpec {
-    QueueSpec::new(format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]))
-        .with_visibility(Duration::from_secs(30))
+    QueueSpec::new(format!(
+        "{name}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ))
+    .with_visibility(Duration::from_secs(30))
 }
 
 const NO_WAIT: Duration = Duration::ZERO;
@@ -20,13 +23,21 @@ async fn send_receive_delete(p: Platform) {
     let got = q.receive(10, WAIT, None).await.unwrap();
     assert_eq!(got.len(), 1);
     let m = &got[0];
-    assert_eq!((m.message_id.as_str(), m.body.as_str(), m.receive_count), (id.as_str(), "hello", 1));
-    assert_eq!(m.attributes.get("kind").map(String::as_str), Some("greeting"));
+    assert_eq!(
+        (m.message_id.as_str(), m.body.as_str(), m.receive_count),
+        (id.as_str(), "hello", 1)
+    );
+    assert_eq!(
+        m.attributes.get("kind").map(String::as_str),
+        Some("greeting")
+    );
     assert!(m.sent_at_ms > 0);
     // In flight: nobody else sees it.
     assert!(q.receive(10, NO_WAIT, None).await.unwrap().is_empty());
     q.delete(&m.receipt).await.unwrap();
-    q.change_visibility(&m.receipt, Duration::ZERO).await.unwrap_err();
+    q.change_visibility(&m.receipt, Duration::ZERO)
+        .await
+        .unwrap_err();
     assert!(q.receive(10, NO_WAIT, None).await.unwrap().is_empty());
     assert_eq!(q.depth().await.unwrap(), 0);
 }
@@ -34,7 +45,10 @@ async fn send_receive_delete(p: Platform) {
 async fn visibility_timeout_redelivers(p: Platform) {
     let q = p.queue(&spec("visibility")).await.unwrap();
     q.send(OutgoingMessage::new("again")).await.unwrap();
-    let first = q.receive(1, WAIT, Some(Duration::from_secs(1))).await.unwrap();
+    let first = q
+        .receive(1, WAIT, Some(Duration::from_secs(1)))
+        .await
+        .unwrap();
     assert_eq!(first.len(), 1);
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let second = q.receive(1, WAIT, None).await.unwrap();
@@ -42,7 +56,9 @@ async fn visibility_timeout_redelivers(p: Platform) {
     assert_eq!(second[0].message_id, first[0].message_id);
     assert_eq!(second[0].receive_count, 2);
     // Making it visible again at once.
-    q.change_visibility(&second[0].receipt, Duration::ZERO).await.unwrap();
+    q.change_visibility(&second[0].receipt, Duration::ZERO)
+        .await
+        .unwrap();
     let third = q.receive(1, WAIT, None).await.unwrap();
     assert_eq!(third.len(), 1);
     assert_eq!(third[0].receive_count, 3);
@@ -50,7 +66,9 @@ async fn visibility_timeout_redelivers(p: Platform) {
 
 async fn delay_hides_a_message_until_due(p: Platform) {
     let q = p.queue(&spec("delay")).await.unwrap();
-    q.send(OutgoingMessage::new("later").delay(Duration::from_secs(2))).await.unwrap();
+    q.send(OutgoingMessage::new("later").delay(Duration::from_secs(2)))
+        .await
+        .unwrap();
     assert!(q.receive(1, NO_WAIT, None).await.unwrap().is_empty());
     tokio::time::sleep(Duration::from_millis(2200)).await;
     let got = q.receive(1, WAIT, None).await.unwrap();
@@ -60,7 +78,9 @@ async fn delay_hides_a_message_until_due(p: Platform) {
 
 async fn batches_send_in_order_and_respect_limits(p: Platform) {
     let q = p.queue(&spec("batch")).await.unwrap();
-    let messages: Vec<_> = (0..10).map(|i| OutgoingMessage::new(format!("m{i}"))).collect();
+    let messages: Vec<_> = (0..10)
+        .map(|i| OutgoingMessage::new(format!("m{i}")))
+        .collect();
     let results = q.send_batch(messages).await.unwrap();
     assert_eq!(results.len(), 10);
     assert!(results.iter().all(Result::is_ok));
@@ -78,8 +98,13 @@ async fn batches_send_in_order_and_respect_limits(p: Platform) {
     let mut want: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
     want.sort();
     assert_eq!(bodies, want);
-    let eleven: Vec<_> = (0..11).map(|i| OutgoingMessage::new(format!("m{i}"))).collect();
-    assert!(matches!(q.send_batch(eleven).await, Err(QueueError::Invalid(_))));
+    let eleven: Vec<_> = (0..11)
+        .map(|i| OutgoingMessage::new(format!("m{i}")))
+        .collect();
+    assert!(matches!(
+        q.send_batch(eleven).await,
+        Err(QueueError::Invalid(_))
+    ));
     // One bad entry fails alone.
     let mixed = vec![OutgoingMessage::new("ok"), OutgoingMessage::new("")];
     let results = q.send_batch(mixed).await.unwrap();
@@ -87,7 +112,8 @@ async fn batches_send_in_order_and_respect_limits(p: Platform) {
 }
 
 async fn failed_messages_go_to_the_dead_letter_queue(p: Platform) {
-    let spec = spec("redrive").with_dead_letter(format!("dlq-{}", uuid::Uuid::new_v4().simple()), 2);
+    let spec =
+        spec("redrive").with_dead_letter(format!("dlq-{}", uuid::Uuid::new_v4().simple()), 2);
     let q = p.queue(&spec).await.unwrap();
     let dlq = p.dead_letter_queue(&spec).await.unwrap().unwrap();
     let id = q.send(OutgoingMessage::new("poison")).await.unwrap();
@@ -95,23 +121,36 @@ async fn failed_messages_go_to_the_dead_letter_queue(p: Platform) {
         let got = q.receive(1, WAIT, None).await.unwrap();
         assert_eq!(got.len(), 1, "attempt {attempt}");
         assert_eq!(got[0].receive_count, attempt);
-        q.change_visibility(&got[0].receipt, Duration::ZERO).await.unwrap();
+        q.change_visibility(&got[0].receipt, Duration::ZERO)
+            .await
+            .unwrap();
     }
     // The third receive would exceed maxReceiveCount = 2: the queue moves it.
     assert!(q.receive(1, WAIT, None).await.unwrap().is_empty());
     let dead = dlq.receive(1, WAIT, None).await.unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!((dead[0].message_id.as_str(), dead[0].body.as_str()), (id.as_str(), "poison"));
+    assert_eq!(
+        (dead[0].message_id.as_str(), dead[0].body.as_str()),
+        (id.as_str(), "poison")
+    );
 }
 
 async fn fifo_keeps_group_order_and_drops_duplicates(p: Platform) {
     let spec = QueueSpec::new(format!("order-{}.fifo", uuid::Uuid::new_v4().simple()));
     let q = p.queue(&spec).await.unwrap();
-    q.send(OutgoingMessage::new("a1").group("a", "d1")).await.unwrap();
+    q.send(OutgoingMessage::new("a1").group("a", "d1"))
+        .await
+        .unwrap();
     // A repeated deduplication id is accepted and dropped: never delivered below.
-    q.send(OutgoingMessage::new("a1 again").group("a", "d1")).await.unwrap();
-    q.send(OutgoingMessage::new("a2").group("a", "d2")).await.unwrap();
-    q.send(OutgoingMessage::new("b1").group("b", "d3")).await.unwrap();
+    q.send(OutgoingMessage::new("a1 again").group("a", "d1"))
+        .await
+        .unwrap();
+    q.send(OutgoingMessage::new("a2").group("a", "d2"))
+        .await
+        .unwrap();
+    q.send(OutgoingMessage::new("b1").group("b", "d3"))
+        .await
+        .unwrap();
     let got = q.receive(1, WAIT, None).await.unwrap();
     assert_eq!(got[0].body, "a1");
     assert_eq!(got[0].group_id.as_deref(), Some("a"));
@@ -139,8 +178,14 @@ async fn invalid_messages_are_refused(p: Platform) {
     refuse(OutgoingMessage::new("x".repeat(256 * 1024 + 1))).await;
     refuse(OutgoingMessage::new("late").delay(Duration::from_secs(901))).await;
     refuse(OutgoingMessage::new("grouped").group("g", "d")).await;
-    assert!(matches!(q.receive(0, NO_WAIT, None).await, Err(QueueError::Invalid(_))));
-    assert!(matches!(q.receive(11, NO_WAIT, None).await, Err(QueueError::Invalid(_))));
+    assert!(matches!(
+        q.receive(0, NO_WAIT, None).await,
+        Err(QueueError::Invalid(_))
+    ));
+    assert!(matches!(
+        q.receive(11, NO_WAIT, None).await,
+        Err(QueueError::Invalid(_))
+    ));
     assert!(matches!(
         q.receive(1, Duration::from_secs(21), None).await,
         Err(QueueError::Invalid(_))

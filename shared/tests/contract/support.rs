@@ -14,7 +14,10 @@ pub struct Guard {
 }
 
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 pub async fn moto() -> aws_config::SdkConfig {
@@ -37,7 +40,9 @@ pub async fn aws_table() -> (Arc<dyn Table>, Guard) {
     let config = moto().await;
     let client = aws_sdk_dynamodb::Client::new(&config);
     let name = unique("contract");
-    bootstrap::ensure_table(&client, &name).await.expect("create table on moto");
+    bootstrap::ensure_table(&client, &name)
+        .await
+        .expect("create table on moto");
     (
         Arc::new(DynamoTable::new(client, name, Arc::new(SystemClock))),
         Guard { _dir: None },

@@ -49,7 +49,9 @@ async fn put_get_round_trips_every_type(t: Arc<dyn Table>) {
 
 async fn conditional_put_writes_once_and_returns_the_current_item(t: Arc<dyn Table>) {
     let first = item("p", "s", &[("v", num(1))]);
-    t.put(first.clone(), Some(Condition::NotExists)).await.unwrap();
+    t.put(first.clone(), Some(Condition::NotExists))
+        .await
+        .unwrap();
     let second = item("p", "s", &[("v", num(2))]);
     match t.put(second.clone(), Some(Condition::NotExists)).await {
         Err(TableError::ConditionFailed { current }) => {
@@ -59,9 +61,12 @@ async fn conditional_put_writes_once_and_returns_the_current_item(t: Arc<dyn Tab
     }
     assert_eq!(get(&t, "p", "s").await, Some(first));
     // Optimistic concurrency on a version attribute.
-    t.put(second.clone(), Some(Condition::eq("v", num(1)))).await.unwrap();
+    t.put(second.clone(), Some(Condition::eq("v", num(1))))
+        .await
+        .unwrap();
     assert!(matches!(
-        t.put(second.clone(), Some(Condition::eq("v", num(1)))).await,
+        t.put(second.clone(), Some(Condition::eq("v", num(1))))
+            .await,
         Err(TableError::ConditionFailed { .. })
     ));
     assert_eq!(get(&t, "p", "s").await, Some(second));
@@ -75,14 +80,25 @@ async fn update_sets_adds_removes_and_creates(t: Arc<dyn Table>) {
         .unwrap();
     assert_eq!(get_i64(&created, "n"), Some(5));
     let updated = t
-        .update(&key, Update::new().add("n", -2).remove("name"), Some(Condition::Exists))
+        .update(
+            &key,
+            Update::new().add("n", -2).remove("name"),
+            Some(Condition::Exists),
+        )
         .await
         .unwrap();
     assert_eq!(get_i64(&updated, "n"), Some(3));
     assert!(!updated.contains_key("name"));
-    assert_eq!(t.get(&key, Consistency::Strong).await.unwrap(), Some(updated.clone()));
+    assert_eq!(
+        t.get(&key, Consistency::Strong).await.unwrap(),
+        Some(updated.clone())
+    );
     match t
-        .update(&key, Update::new().add("n", 1), Some(Condition::cmp("n", CmpOp::Gt, num(10))))
+        .update(
+            &key,
+            Update::new().add("n", 1),
+            Some(Condition::cmp("n", CmpOp::Gt, num(10))),
+        )
         .await
     {
         Err(TableError::ConditionFailed { current }) => {
@@ -91,8 +107,12 @@ async fn update_sets_adds_removes_and_creates(t: Arc<dyn Table>) {
         other => panic!("expected a condition failure, got {other:?}"),
     }
     assert!(matches!(
-        t.update(&Key::new("p", "absent"), Update::new().add("n", 1), Some(Condition::Exists))
-            .await,
+        t.update(
+            &Key::new("p", "absent"),
+            Update::new().add("n", 1),
+            Some(Condition::Exists)
+        )
+        .await,
         Err(TableError::ConditionFailed { current: None })
     ));
     assert!(matches!(
@@ -125,7 +145,9 @@ async fn conditional_adds_never_pass_the_limit(t: Arc<dyn Table>) {
     let tasks: Vec<_> = (0..12)
         .map(|_| {
             let (t, key, limit) = (t.clone(), key.clone(), limit.clone());
-            tokio::spawn(async move { t.update(&key, Update::new().add("n", 1), Some(limit)).await })
+            tokio::spawn(
+                async move { t.update(&key, Update::new().add("n", 1), Some(limit)).await },
+            )
         })
         .collect();
     let mut admitted = 0;
@@ -145,7 +167,8 @@ async fn delete_returns_the_old_item_and_honours_conditions(t: Arc<dyn Table>) {
     let it = item("p", "s", &[("owner", s("a"))]);
     t.put(it.clone(), None).await.unwrap();
     assert!(matches!(
-        t.delete(&Key::new("p", "s"), Some(Condition::eq("owner", s("b")))).await,
+        t.delete(&Key::new("p", "s"), Some(Condition::eq("owner", s("b"))))
+            .await,
         Err(TableError::ConditionFailed { .. })
     ));
     assert!(get(&t, "p", "s").await.is_some());
@@ -204,7 +227,9 @@ async fn query_pages_both_ways_and_filters_ranges(t: Arc<dyn Table>) {
         assert_eq!(seen, want, "forward = {forward}");
     }
     let between = t
-        .query(Query::partition("feed").sort(SortKey::Between("post#0003".into(), "post#0005".into())))
+        .query(
+            Query::partition("feed").sort(SortKey::Between("post#0003".into(), "post#0005".into())),
+        )
         .await
         .unwrap();
     assert_eq!(sks(&between.items), ["post#0003", "post#0004", "post#0005"]);
@@ -214,7 +239,11 @@ async fn query_pages_both_ways_and_filters_ranges(t: Arc<dyn Table>) {
         .unwrap();
     assert_eq!(sks(&below.items), ["meta", "post#0001", "post#0002"]);
     let newest = t
-        .query(Query::partition("feed").sort(SortKey::Gt("post#0010".into())).backward())
+        .query(
+            Query::partition("feed")
+                .sort(SortKey::Gt("post#0010".into()))
+                .backward(),
+        )
         .await
         .unwrap();
     assert_eq!(sks(&newest.items), ["post#0012", "post#0011"]);
@@ -232,7 +261,9 @@ async fn expired_items_are_absent_on_every_read(t: Arc<dyn Table>) {
     let future = now_secs() + 3600;
     let expired = item("p", "old", &[(TTL, num(past))]);
     let live = item("p", "new", &[(TTL, num(future))]);
-    t.batch_put(vec![expired.clone(), live.clone()]).await.unwrap();
+    t.batch_put(vec![expired.clone(), live.clone()])
+        .await
+        .unwrap();
     assert_eq!(get(&t, "p", "old").await, None);
     assert_eq!(get(&t, "p", "new").await, Some(live.clone()));
     let page = t.query(Query::partition("p")).await.unwrap();
@@ -245,32 +276,53 @@ async fn expired_items_are_absent_on_every_read(t: Arc<dyn Table>) {
     // An expired item may still be stored, so "absent" conditions must say
     // "or expired", as the idempotency pattern does.
     let fresh = item("p", "old", &[(TTL, num(future))]);
-    t.put(fresh.clone(), Some(Condition::absent_or_expired(now_secs())))
-        .await
-        .unwrap();
+    t.put(
+        fresh.clone(),
+        Some(Condition::absent_or_expired(now_secs())),
+    )
+    .await
+    .unwrap();
     assert_eq!(get(&t, "p", "old").await, Some(fresh));
     assert!(matches!(
-        t.put(item("p", "new", &[]), Some(Condition::absent_or_expired(now_secs())))
-            .await,
+        t.put(
+            item("p", "new", &[]),
+            Some(Condition::absent_or_expired(now_secs()))
+        )
+        .await,
         Err(TableError::ConditionFailed { .. })
     ));
 }
 
 async fn batches_respect_dynamodb_limits(t: Arc<dyn Table>) {
-    let items: Vec<Item> = (0..25).map(|i| item("b", &format!("{i:03}"), &[])).collect();
+    let items: Vec<Item> = (0..25)
+        .map(|i| item("b", &format!("{i:03}"), &[]))
+        .collect();
     t.batch_put(items).await.unwrap();
     let keys: Vec<Key> = (0..30).map(|i| Key::new("b", format!("{i:03}"))).collect();
     let found = t.batch_get(&keys).await.unwrap();
     assert_eq!(found.len(), 25);
-    let too_many: Vec<Item> = (0..26).map(|i| item("b", &format!("x{i:03}"), &[])).collect();
-    assert!(matches!(t.batch_put(too_many).await, Err(TableError::Invalid(_))));
-    assert!(get(&t, "b", "x000").await.is_none(), "a rejected batch writes nothing");
+    let too_many: Vec<Item> = (0..26)
+        .map(|i| item("b", &format!("x{i:03}"), &[]))
+        .collect();
+    assert!(matches!(
+        t.batch_put(too_many).await,
+        Err(TableError::Invalid(_))
+    ));
+    assert!(
+        get(&t, "b", "x000").await.is_none(),
+        "a rejected batch writes nothing"
+    );
     let keys: Vec<Key> = (0..101).map(|i| Key::new("b", format!("{i:03}"))).collect();
-    assert!(matches!(t.batch_get(&keys).await, Err(TableError::Invalid(_))));
+    assert!(matches!(
+        t.batch_get(&keys).await,
+        Err(TableError::Invalid(_))
+    ));
 }
 
 async fn transactions_are_all_or_nothing(t: Arc<dyn Table>) {
-    t.put(item("acct", "a", &[("balance", num(10))]), None).await.unwrap();
+    t.put(item("acct", "a", &[("balance", num(10))]), None)
+        .await
+        .unwrap();
     let transfer = |amount: i64| {
         vec![
             TxOp::Update {
@@ -305,15 +357,33 @@ async fn transactions_are_all_or_nothing(t: Arc<dyn Table>) {
     assert!(get(&t, "log", "t7").await.is_none());
     // The same key twice, and an empty transaction, are refused up front.
     let twice = vec![
-        TxOp::Delete { key: Key::new("acct", "a"), condition: None },
-        TxOp::Check { key: Key::new("acct", "a"), condition: Condition::Exists },
+        TxOp::Delete {
+            key: Key::new("acct", "a"),
+            condition: None,
+        },
+        TxOp::Check {
+            key: Key::new("acct", "a"),
+            condition: Condition::Exists,
+        },
     ];
-    assert!(matches!(t.transact_write(twice).await, Err(TableError::Invalid(_))));
-    assert!(matches!(t.transact_write(vec![]).await, Err(TableError::Invalid(_))));
+    assert!(matches!(
+        t.transact_write(twice).await,
+        Err(TableError::Invalid(_))
+    ));
+    assert!(matches!(
+        t.transact_write(vec![]).await,
+        Err(TableError::Invalid(_))
+    ));
     // A failed condition check cancels the writes beside it.
     let checked = vec![
-        TxOp::Check { key: Key::new("acct", "zzz"), condition: Condition::Exists },
-        TxOp::Delete { key: Key::new("acct", "a"), condition: None },
+        TxOp::Check {
+            key: Key::new("acct", "zzz"),
+            condition: Condition::Exists,
+        },
+        TxOp::Delete {
+            key: Key::new("acct", "a"),
+            condition: None,
+        },
     ];
     assert!(matches!(
         t.transact_write(checked).await,
@@ -325,13 +395,25 @@ async fn transactions_are_all_or_nothing(t: Arc<dyn Table>) {
 async fn invalid_items_are_refused(t: Arc<dyn Table>) {
     let mut no_sk = Item::default();
     no_sk.insert("pk".into(), s("p"));
-    assert!(matches!(t.put(no_sk, None).await, Err(TableError::Invalid(_))));
+    assert!(matches!(
+        t.put(no_sk, None).await,
+        Err(TableError::Invalid(_))
+    ));
     let huge = item("p", "big", &[("blob", s("x".repeat(401 * 1024)))]);
-    assert!(matches!(t.put(huge, None).await, Err(TableError::Invalid(_))));
+    assert!(matches!(
+        t.put(huge, None).await,
+        Err(TableError::Invalid(_))
+    ));
     let empty_key = item("", "s", &[]);
-    assert!(matches!(t.put(empty_key, None).await, Err(TableError::Invalid(_))));
+    assert!(matches!(
+        t.put(empty_key, None).await,
+        Err(TableError::Invalid(_))
+    ));
     let bad_ttl = item("p", "s", &[(TTL, s("tomorrow"))]);
-    assert!(matches!(t.put(bad_ttl, None).await, Err(TableError::Invalid(_))));
+    assert!(matches!(
+        t.put(bad_ttl, None).await,
+        Err(TableError::Invalid(_))
+    ));
     assert!(matches!(
         t.query(Query::partition("p").limit(0)).await,
         Err(TableError::Invalid(_))

@@ -1,0 +1,19 @@
+# hanul: `make run` starts the whole system locally; `make test` checks it all.
+.PHONY: run test bench load venv clean
+
+run:
+	cargo run --release -p hanul-local
+
+test:
+	infra/scripts/test.sh
+
+bench:
+	cargo bench -p hanul-shared --bench ids
+
+venv:
+	infra/scripts/venv.sh
+
+clean:
+	infra/scripts/moto.sh stop
+	rm -rf .aws-sam .build
+	cargo clean
