@@ -69,7 +69,8 @@ fn snowflake(c: &mut Criterion) {
         Arc::new(EmbeddedTable::new(store, "id-leases")),
         Arc::new(SystemClock),
         IdConfig::default(),
-    );
+    )
+    .unwrap();
     runtime.block_on(service.generate(1)).unwrap();
     group.throughput(Throughput::Elements(1000));
     group.bench_function("service, 1000 ids per call (lease held)", |b| {

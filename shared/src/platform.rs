@@ -235,7 +235,10 @@ impl Platform {
         }
         let table = self.table(TableName::IdLeases).await?;
         let config = IdConfig::from_env().map_err(ConfigError)?;
-        let service = Arc::new(IdService::new(table, self.clock.clone(), config));
+        let service = Arc::new(
+            IdService::new(table, self.clock.clone(), config)
+                .map_err(|e| ConfigError(e.to_string()))?,
+        );
         Ok(self.ids.get_or_init(|| service).clone())
     }
 

@@ -82,11 +82,7 @@ fn no_duplicates_across_64_concurrent_generators() {
     let services: Vec<Arc<IdService>> = (0..64)
         .map(|_| {
             let table: Arc<dyn Table> = Arc::new(EmbeddedTable::new(store.clone(), "id-leases"));
-            Arc::new(IdService::new(
-                table,
-                Arc::new(SystemClock),
-                IdConfig::default(),
-            ))
+            Arc::new(IdService::new(table, Arc::new(SystemClock), IdConfig::default()).unwrap())
         })
         .collect();
     let handles: Vec<_> = services
@@ -142,7 +138,7 @@ async fn lease_table(
 
 fn service(table: &Arc<dyn Table>, clock: &Arc<ManualClock>) -> IdService {
     let clock: Arc<dyn Clock> = clock.clone();
-    IdService::new(table.clone(), clock, config(7..=7))
+    IdService::new(table.clone(), clock, config(7..=7)).unwrap()
 }
 
 async fn lease_is_exclusive_and_recycled_after_expiry(backend: &str) {
@@ -169,6 +165,24 @@ async fn lease_is_exclusive_and_recycled_after_expiry(backend: &str) {
     assert!(matches!(a.generate(1).await, Err(IdError::NoMachineId)));
 }
 
+#[test]
+fn bad_configurations_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let table: Arc<dyn Table> = Arc::new(EmbeddedTable::new(store, "id-leases"));
+    #[allow(clippy::reversed_empty_ranges)]
+    for machines in [5..=4, 0..=1024] {
+        let bad = IdConfig {
+            machines,
+            ..IdConfig::default()
+        };
+        assert!(matches!(
+            IdService::new(table.clone(), Arc::new(SystemClock), bad),
+            Err(IdError::InvalidConfig(_))
+        ));
+    }
+}
+
 async fn renewal_keeps_the_lease_and_release_hands_it_over(backend: &str) {
     let clock = ManualClock::new(T0);
     let (table, _dir) = lease_table(backend, clock.clone()).await;
@@ -183,6 +197,10 @@ async fn renewal_keeps_the_lease_and_release_hands_it_over(backend: &str) {
     assert!(matches!(b.generate(1).await, Err(IdError::NoMachineId)));
     a.release().await.unwrap();
     assert!(a.machine().await.is_none());
+    assert!(
+        matches!(a.generate(1).await, Err(IdError::ShuttingDown)),
+        "no new lease after a release"
+    );
     clock.advance(1);
     let b_ids = b.generate(10).await.unwrap();
     let a_max = a_ids.iter().max().copied().unwrap();

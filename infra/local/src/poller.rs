@@ -145,7 +145,12 @@ pub async fn deliver(
     messages: Vec<ReceivedMessage>,
     config: &PollerConfig,
 ) -> BatchOutcome {
-    let timeout = queue.spec().visibility_timeout;
+    // The invocation must end before the messages become visible again, or
+    // their retry delay could no longer be set.
+    let visibility = queue.spec().visibility_timeout;
+    let timeout = visibility
+        .saturating_sub(Duration::from_secs(2))
+        .max(visibility / 2);
     let event = sqs_event(&messages, &queue.arn());
     let mut context = Context::default();
     context.request_id = uuid::Uuid::new_v4().to_string();
@@ -155,12 +160,19 @@ pub async fn deliver(
         .unwrap_or(0);
     context.invoked_function_arn = queue.arn();
     let ids: HashSet<&str> = messages.iter().map(|m| m.message_id.as_str()).collect();
-    let failed: HashSet<String> = match tokio::time::timeout(
-        timeout,
-        handler(LambdaEvent::new(event, context)),
-    )
-    .await
-    {
+    // Each invocation runs in its own task: a panicking handler fails its
+    // batch (as a crashed Lambda would) instead of stopping the poller.
+    let invocation = tokio::spawn(handler(LambdaEvent::new(event, context)));
+    let abort = invocation.abort_handle();
+    let result = match tokio::time::timeout(timeout, invocation).await {
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(join)) => Err(format!("handler panicked: {join}")),
+        Err(_) => {
+            abort.abort();
+            Err("handler timed out".to_owned())
+        }
+    };
+    let failed: HashSet<String> = match result {
         Ok(Ok(response)) => {
             let reported: HashSet<String> = response
                 .batch_item_failures
@@ -179,8 +191,8 @@ pub async fn deliver(
             tracing::warn!(queue = %queue.spec().name, error = %e, "handler failed; retrying the batch");
             ids.iter().map(|s| (*s).to_owned()).collect()
         }
-        Err(_) => {
-            tracing::warn!(queue = %queue.spec().name, "handler timed out; retrying the batch");
+        Err(why) => {
+            tracing::warn!(queue = %queue.spec().name, %why, "retrying the batch");
             ids.iter().map(|s| (*s).to_owned()).collect()
         }
     };
@@ -215,10 +227,9 @@ pub async fn run(
         if *shutdown.borrow() {
             break;
         }
-        let received = tokio::select! {
-            r = queue.receive(config.batch_size, config.wait, None) => r,
-            _ = shutdown.changed() => break,
-        };
+        // Not raced against shutdown: a receive dropped half-way could hide
+        // messages it took until their visibility timeout. The wait is short.
+        let received = queue.receive(config.batch_size, config.wait, None).await;
         match received {
             Ok(messages) if messages.is_empty() => {}
             Ok(messages) => {

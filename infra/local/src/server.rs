@@ -90,11 +90,21 @@ fn signing_secret(data_dir: &Path) -> Result<Vec<u8>, StartError> {
                 uuid::Uuid::new_v4().simple(),
                 uuid::Uuid::new_v4().simple()
             );
-            std::fs::write(&path, &secret)
+            write_private(&path, &secret)
                 .map_err(|e| StartError::Io(format!("writing {}", path.display()), e))?;
             Ok(secret.into_bytes())
         }
     }
+}
+
+/// Writes a file only its owner can read: the key mints tokens for anyone.
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(contents.as_bytes())
 }
 
 #[derive(Clone)]
@@ -119,9 +129,16 @@ async fn gateway(State(gw): State<Gateway>, mut request: Request, next: Next) ->
     } else {
         request.method().clone()
     };
-    let auth = route
-        .and_then(|r| gw.auth.get(&(method, r)).copied())
-        .unwrap_or(Auth::None);
+    // A route missing from the table fails closed. A known path with another
+    // method passes on without claims (the router answers 405).
+    let auth = match route {
+        Some(r) => match gw.auth.get(&(method, r.clone())) {
+            Some(auth) => *auth,
+            None if gw.auth.keys().any(|(_, path)| *path == r) => Auth::None,
+            None => Auth::Jwt,
+        },
+        None => Auth::Jwt,
+    };
     if auth == Auth::Jwt {
         let (mut parts, body) = request.into_parts();
         let claims = match bearer(&parts).map(|t| gw.tokens.verify(t)) {
@@ -243,6 +260,7 @@ pub async fn serve(args: Args) -> Result<(), StartError> {
             }
         }));
     }
+    let poller_config = crate::poller::PollerConfig::from_env().map_err(StartError::Invalid)?;
     let mut workers = Vec::new();
     for worker in hanul_functions::WORKERS {
         let spec = (worker.queue)();
@@ -251,7 +269,7 @@ pub async fn serve(args: Args) -> Result<(), StartError> {
         workers.push(tokio::spawn(crate::poller::run(
             queue,
             handler,
-            crate::poller::PollerConfig::from_env().map_err(StartError::Invalid)?,
+            poller_config.clone(),
             stopped.clone(),
         )));
     }

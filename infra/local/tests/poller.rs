@@ -36,6 +36,14 @@ fn handler(seen: Seen) -> SqsHandler {
             {
                 return Err("the worker crashed".into());
             }
+            if event
+                .payload
+                .records
+                .iter()
+                .any(|r| r.body.as_deref() == Some("panic") && count(r) == 1)
+            {
+                panic!("the worker panicked");
+            }
             let mut failures = Vec::new();
             for record in &event.payload.records {
                 let body = record.body.clone().unwrap_or_default();
@@ -76,13 +84,16 @@ async fn retries_then_dead_letters(platform: Platform) {
         stopped,
     ));
 
-    // Phase 1: a batch whose handler crashes is retried whole.
-    for body in ["crash", "ok-0"] {
+    // Phase 1: a batch whose handler crashes (an error or a panic) is retried whole.
+    for body in ["crash", "panic", "ok-0"] {
         queue.send(OutgoingMessage::new(body)).await.unwrap();
     }
     for _ in 0..100 {
         let seen = seen.lock().unwrap().clone();
-        if seen.get("crash") == Some(&1) && seen.get("ok-0") == Some(&1) {
+        if seen.get("crash") == Some(&1)
+            && seen.get("panic") == Some(&1)
+            && seen.get("ok-0") == Some(&1)
+        {
             break;
         }
         drop(seen);

@@ -58,10 +58,25 @@ pub async fn ensure_table(
         .await;
     match created {
         Ok(_) => {}
-        Err(e) if e.code() == Some("ResourceInUseException") => return Ok(()),
+        Err(e) if e.code() == Some("ResourceInUseException") => {}
         Err(e) => return Err(failed(name, DisplayErrorContext(&e))),
     }
-    client
+    // Real DynamoDB takes TTL settings only once the table is ACTIVE.
+    for _ in 0..120 {
+        let status = client
+            .describe_table()
+            .table_name(name)
+            .send()
+            .await
+            .map_err(|e| failed(name, DisplayErrorContext(&e)))?
+            .table
+            .and_then(|t| t.table_status);
+        if status == Some(aws_sdk_dynamodb::types::TableStatus::Active) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let ttl = client
         .update_time_to_live()
         .table_name(name)
         .time_to_live_specification(
@@ -72,9 +87,13 @@ pub async fn ensure_table(
                 .map_err(|e| failed(name, e))?,
         )
         .send()
-        .await
-        .map_err(|e| failed(name, DisplayErrorContext(&e)))?;
-    Ok(())
+        .await;
+    match ttl {
+        Ok(_) => Ok(()),
+        // "TimeToLive is already enabled": an existing table, already set up.
+        Err(e) if e.code() == Some("ValidationException") => Ok(()),
+        Err(e) => Err(failed(name, DisplayErrorContext(&e))),
+    }
 }
 
 /// Creates the queue (and its dead-letter queue first) and returns its URL.

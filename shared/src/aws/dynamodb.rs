@@ -77,16 +77,18 @@ impl Expr {
                 };
                 format!("{} {op} {}", self.name(a), self.value(v))
             }
-            Condition::And(all) => self.join(all, " AND ", "attribute_exists"),
-            Condition::Or(any) => self.join(any, " OR ", "attribute_not_exists"),
+            Condition::And(all) => self.join(all, " AND ", true),
+            Condition::Or(any) => self.join(any, " OR ", false),
             Condition::Not(c) => format!("NOT ({})", self.condition(c)),
         }
     }
 
     /// An empty AND is true and an empty OR is false, as in the evaluator.
-    fn join(&mut self, parts: &[Condition], sep: &str, empty_fn: &str) -> String {
+    fn join(&mut self, parts: &[Condition], sep: &str, empty: bool) -> String {
         if parts.is_empty() {
-            return format!("{empty_fn}({})", self.name(PK));
+            let pk = self.name(PK);
+            let op = if empty { "OR" } else { "AND" };
+            return format!("(attribute_exists({pk}) {op} attribute_not_exists({pk}))");
         }
         let rendered: Vec<String> = parts
             .iter()
@@ -434,33 +436,53 @@ impl Table for DynamoTable {
         let ttl = expr.name(TTL);
         let now_value = expr.value(&table::num(now));
         let filter = format!("attribute_not_exists({ttl}) OR {ttl} > {now_value}");
-        let out = self
-            .client
-            .query()
-            .table_name(&self.name)
-            .key_condition_expression(key_cond)
-            .filter_expression(filter)
-            .set_expression_attribute_names(expr.names())
-            .set_expression_attribute_values(expr.values())
-            .scan_index_forward(query.forward)
-            .set_limit(query.limit.map(|l| l.min(i32::MAX as u32) as i32))
-            .set_exclusive_start_key(start)
-            .consistent_read(consistent(query.consistency))
-            .send()
-            .await
-            .map_err(sdk_error)?;
-        let items = out
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(from_ddb)
-            .filter(|i| !is_expired(i, now))
-            .collect();
-        let next = match out.last_evaluated_key {
-            Some(last) => Some(Cursor::from_key(&Key::of_item(&from_ddb(last))?)),
-            None => None,
-        };
-        Ok(Page { items, next })
+        // DynamoDB applies Limit before the TTL filter, so a page can come back
+        // short or empty with a cursor; keep reading until the page is full or
+        // the partition ends, as the embedded adapter does.
+        let limit = query.limit.map(|l| l as usize);
+        let mut items: Vec<Item> = Vec::new();
+        let mut start = start;
+        loop {
+            let want = limit.map(|l| (l - items.len()).min(i32::MAX as usize) as i32);
+            let out = self
+                .client
+                .query()
+                .table_name(&self.name)
+                .key_condition_expression(key_cond.clone())
+                .filter_expression(filter.clone())
+                .set_expression_attribute_names(expr.names())
+                .set_expression_attribute_values(expr.values())
+                .scan_index_forward(query.forward)
+                .set_limit(want)
+                .set_exclusive_start_key(start.take())
+                .consistent_read(consistent(query.consistency))
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            items.extend(
+                out.items
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(from_ddb)
+                    .filter(|i| !is_expired(i, now)),
+            );
+            let full = limit.is_some_and(|l| items.len() >= l);
+            match out.last_evaluated_key {
+                Some(last) if !full => {
+                    TableMetrics::count(&self.metrics.queries);
+                    start = Some(last);
+                }
+                Some(_) => {
+                    // The cursor is the last item handed out.
+                    let next = match items.last() {
+                        Some(item) => Some(Cursor::from_key(&Key::of_item(item)?)),
+                        None => None,
+                    };
+                    return Ok(Page { items, next });
+                }
+                None => return Ok(Page { items, next: None }),
+            }
+        }
     }
 
     async fn batch_get(&self, keys: &[Key]) -> Result<Vec<Item>, TableError> {
@@ -550,6 +572,8 @@ impl Table for DynamoTable {
         let r = self
             .client
             .transact_write_items()
+            // An SDK retry of a transaction that already committed is then a no-op.
+            .client_request_token(uuid::Uuid::new_v4().to_string())
             .set_transact_items(Some(items))
             .send()
             .await;
@@ -557,17 +581,23 @@ impl Table for DynamoTable {
             Ok(_) => Ok(()),
             Err(e) => Err(match e.into_service_error() {
                 aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
-                    let failed: Vec<usize> = c
-                        .cancellation_reasons()
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
-                        .map(|(i, _)| i)
+                    let reasons = c.cancellation_reasons();
+                    let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
+                    let failed: Vec<usize> = (0..reasons.len())
+                        .filter(|i| code(*i) == "ConditionalCheckFailed")
                         .collect();
-                    if failed.is_empty() {
+                    let codes: Vec<&str> = (0..reasons.len()).map(code).collect();
+                    if !failed.is_empty() {
+                        TableError::TransactionCanceled { failed }
+                    } else if codes.contains(&"ValidationError") {
+                        TableError::Invalid(format!("transaction rejected: {codes:?}"))
+                    } else if codes
+                        .iter()
+                        .any(|c| matches!(*c, "TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded"))
+                    {
                         TableError::Throttled
                     } else {
-                        TableError::TransactionCanceled { failed }
+                        TableError::Unavailable(format!("transaction cancelled: {codes:?}"))
                     }
                 }
                 other => sdk_error(SdkError::<_, ()>::service_error(other, ())),

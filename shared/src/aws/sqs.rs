@@ -38,8 +38,11 @@ where
     }
 }
 
+/// Whole seconds, rounded up: SQS counts in seconds, and a retry delay of
+/// 0.6 s must not become "now".
 fn secs(d: Duration) -> i32 {
-    i32::try_from(d.as_secs()).unwrap_or(i32::MAX)
+    let whole = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    i32::try_from(whole).unwrap_or(i32::MAX)
 }
 
 fn attribute_values(

@@ -13,7 +13,8 @@ pub fn holds(condition: &Condition, current: Option<&Item>) -> bool {
         Condition::AttrExists(a) => current.is_some_and(|i| i.contains_key(a)),
         Condition::AttrNotExists(a) => !current.is_some_and(|i| i.contains_key(a)),
         Condition::Cmp(attr, op, value) => match current.and_then(|i| i.get(attr)) {
-            None => false,
+            // DynamoDB: `a <> :v` holds when `a` is absent; every other comparison fails.
+            None => *op == CmpOp::Ne,
             Some(stored) => match op {
                 CmpOp::Eq => equal(stored, value),
                 CmpOp::Ne => !equal(stored, value),
@@ -42,8 +43,19 @@ fn equal(a: &AttributeValue, b: &AttributeValue) -> bool {
         (AttributeValue::N(x), AttributeValue::N(y)) => {
             compare_numbers(x, y) == Some(Ordering::Equal)
         }
+        // Sets are unordered.
+        (AttributeValue::Ss(x), AttributeValue::Ss(y))
+        | (AttributeValue::Ns(x), AttributeValue::Ns(y)) => sorted(x) == sorted(y),
+        (AttributeValue::Bs(x), AttributeValue::Bs(y)) => sorted(x) == sorted(y),
         _ => a == b,
     }
+}
+
+fn sorted<T: Ord + Clone>(v: &[T]) -> Vec<T> {
+    let mut v = v.to_vec();
+    v.sort();
+    v.dedup();
+    v
 }
 
 /// DynamoDB ordering: numbers numerically, strings and binaries bytewise.
@@ -121,6 +133,15 @@ mod tests {
         assert!(!holds(&Condition::cmp("n", CmpOp::Lt, s("99")), Some(&i)));
         assert!(holds(&Condition::cmp("n", CmpOp::Ne, s("10")), Some(&i)));
         assert!(!holds(&Condition::eq("missing", s("x")), Some(&i)));
+        assert!(holds(
+            &Condition::cmp("missing", CmpOp::Ne, s("x")),
+            Some(&i)
+        ));
+        assert!(holds(&Condition::cmp("missing", CmpOp::Ne, s("x")), None));
+        assert!(!holds(
+            &Condition::cmp("missing", CmpOp::Lt, s("x")),
+            Some(&i)
+        ));
         assert!(holds(&Condition::AttrNotExists("missing".into()), Some(&i)));
         assert!(holds(&Condition::NotExists, None));
         assert!(!holds(&Condition::Exists, None));

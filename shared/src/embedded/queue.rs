@@ -107,28 +107,19 @@ fn take_visible(
     now: i64,
 ) -> Result<Vec<ReceivedMessage>, QueueError> {
     // FIFO: a group with a message in flight delivers nothing more until
-    // that message is deleted or becomes visible again.
-    let mut blocked: HashSet<String> = HashSet::new();
-    if spec.fifo() {
-        let mut stmt = tx.prepare(
-            "SELECT DISTINCT group_id FROM messages
-             WHERE queue = ?1 AND receipt IS NOT NULL AND visible_at > ?2 AND group_id IS NOT NULL",
-        )?;
-        let groups = stmt.query_map(params![spec.name, now], |row| row.get::<_, String>(0))?;
-        for g in groups {
-            blocked.insert(g?);
-        }
-    }
+    // that message is deleted or becomes visible again; such groups are left
+    // out in SQL so they cannot starve the others.
     let mut stmt = tx.prepare(
         "SELECT seq, id, body, attributes, group_id, dedupe_id, sent_at, receive_count, first_received_at
-         FROM messages WHERE queue = ?1 AND visible_at <= ?2 ORDER BY seq LIMIT ?3",
+         FROM messages m WHERE queue = ?1 AND visible_at <= ?2
+           AND (group_id IS NULL OR group_id NOT IN (
+                SELECT group_id FROM messages
+                WHERE queue = ?1 AND receipt IS NOT NULL AND visible_at > ?2 AND group_id IS NOT NULL))
+         ORDER BY seq LIMIT ?3",
     )?;
-    // Scan past blocked groups and dead-lettered messages, but not forever.
-    let scan = if spec.fifo() {
-        1000
-    } else {
-        max as i64 * 4 + 16
-    };
+    // Room for messages moved to the DLQ and for later messages of a group
+    // whose earlier one is taken in this same call.
+    let scan = max as i64 * 4 + 16;
     let candidates = stmt
         .query_map(params![spec.name, now, scan], |row| {
             Ok(Candidate {
@@ -144,6 +135,8 @@ fn take_visible(
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
+    // Groups whose head message was dead-lettered in this call stay blocked.
+    let mut blocked: HashSet<String> = HashSet::new();
     let mut out = Vec::new();
     for c in candidates {
         if out.len() == max {

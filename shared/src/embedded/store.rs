@@ -153,15 +153,19 @@ impl EmbeddedStore {
         joined.map_err(|e| E::from(Unavailable(format!("store task failed: {e}"))))?
     }
 
-    /// Deletes items past their TTL. Reads already hide them; this only
+    /// Deletes items past their TTL and expired FIFO deduplication ids. Reads already hide them; this only
     /// reclaims space, as DynamoDB's background sweep does.
     pub async fn sweep_expired(self: &Arc<Self>) -> Result<usize, crate::ports::TableError> {
         let now = self.clock.now_secs() as i64;
+        let now_ms = self.clock.now_ms() as i64;
         self.write(move |tx| {
-            Ok(tx.execute(
+            let items = tx.execute(
                 "DELETE FROM items WHERE ttl IS NOT NULL AND ttl <= ?1",
                 [now],
-            )?)
+            )?;
+            // FIFO deduplication ids past their five-minute window.
+            tx.execute("DELETE FROM queue_dedupe WHERE expires_at <= ?1", [now_ms])?;
+            Ok(items)
         })
         .await
     }

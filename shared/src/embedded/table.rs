@@ -48,7 +48,8 @@ impl From<Unavailable> for TableError {
 
 fn ttl_column(item: &Item) -> Option<i64> {
     match item.get(table::TTL) {
-        Some(table::AttributeValue::N(n)) => n.parse::<f64>().ok().map(|f| f.floor() as i64),
+        // Rounded up: a live item's column stays above now (`is_expired` is `ttl <= now`).
+        Some(table::AttributeValue::N(n)) => n.parse::<f64>().ok().map(|f| f.ceil() as i64),
         _ => None,
     }
 }

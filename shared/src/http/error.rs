@@ -94,6 +94,7 @@ impl From<IdError> for ApiError {
             IdError::InvalidCount => ApiError::bad_request("invalid_count", e.to_string()),
             IdError::InvalidId(_) => ApiError::bad_request("invalid_id", e.to_string()),
             IdError::ClockMovedBackwards { .. }
+            | IdError::ShuttingDown
             | IdError::LeaseExpired
             | IdError::NoMachineId
             | IdError::Unavailable(_) => {
@@ -103,7 +104,7 @@ impl From<IdError> for ApiError {
                     ..ApiError::unavailable(e.to_string(), 1)
                 }
             }
-            IdError::ClockOutOfRange { .. } => {
+            IdError::ClockOutOfRange { .. } | IdError::InvalidConfig(_) => {
                 tracing::error!(error = %e, "clock outside the id range");
                 ApiError::internal()
             }
@@ -161,10 +162,17 @@ pub async fn json_errors(response: Response) -> Response {
     let mut out = ApiError::new(status, ApiError::code_for(status), message).into_response();
     for (name, value) in parts.headers.iter() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-            out.headers_mut().insert(name.clone(), value.clone());
+            out.headers_mut().append(name.clone(), value.clone());
         }
     }
     out
+}
+
+/// A panic in a handler is a 500 JSON error, not a dropped connection.
+/// (Release builds abort on panic, as Lambda functions should.)
+pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a handler panicked");
+    ApiError::internal().into_response()
 }
 
 /// The fallback for paths no function serves.

@@ -13,6 +13,7 @@ use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use lambda_http::request::RequestContext;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
@@ -59,9 +60,24 @@ pub fn api(router: Router, body_limit: usize) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(middleware::map_response(json_errors))
+        .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(middleware::from_fn(access_log))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(GatewayRequestId))
+        .layer(middleware::from_fn(gateway_request_id))
+}
+
+/// On AWS the request id is API Gateway's, whatever the client sent.
+async fn gateway_request_id(mut request: Request, next: Next) -> Response {
+    #[allow(irrefutable_let_patterns, unreachable_patterns)]
+    let from_gateway = match request.extensions().get::<RequestContext>() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.request_id.clone(),
+        _ => None,
+    };
+    if let Some(value) = from_gateway.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        request.headers_mut().insert(REQUEST_ID, value);
+    }
+    next.run(request).await
 }
 
 /// One JSON log line per request.

@@ -40,6 +40,10 @@ pub enum IdError {
     NoMachineId,
     #[error("the lease store is unavailable: {0}")]
     Unavailable(String),
+    #[error("this instance is shutting down")]
+    ShuttingDown,
+    #[error("invalid id configuration: {0}")]
+    InvalidConfig(String),
 }
 
 impl From<TableError> for IdError {
@@ -96,7 +100,21 @@ impl IdConfig {
         Ok(config)
     }
 
-    /// A lease of `lease`, renewed when a third of it is left... or sooner.
+    /// A lease of `lease`, renewed once a third of it has passed (two thirds
+    /// left), with a margin of a thirtieth (0.1 s to 2 s).
+    pub fn validate(&self) -> Result<(), String> {
+        let (a, b) = (*self.machines.start(), *self.machines.end());
+        if a > b || b > MAX_MACHINE_ID {
+            return Err(format!(
+                "machine range {a}-{b} is not within 0-{MAX_MACHINE_ID}"
+            ));
+        }
+        if self.margin >= self.lease || self.renew_before >= self.lease {
+            return Err("margin and renew_before must be shorter than the lease".into());
+        }
+        Ok(())
+    }
+
     pub fn with_lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
         self.renew_before = lease * 2 / 3;
@@ -110,6 +128,10 @@ fn parse_range(v: &str) -> Option<RangeInclusive<u16>> {
     let (a, b): (u16, u16) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
     (a <= b && b <= MAX_MACHINE_ID).then_some(a..=b)
 }
+
+/// How many machine ids one acquisition tries before giving up (bounded, so
+/// a nearly full range cannot stall a request for a thousand reads).
+const MAX_PROBES: u32 = 64;
 
 const OWNER: &str = "owner";
 const EXPIRES_AT: &str = "expiresAt";
@@ -126,16 +148,34 @@ pub struct IdService {
     config: IdConfig,
     owner: String,
     current: tokio::sync::Mutex<Option<Arc<Generator>>>,
+    /// The last timestamp used under any earlier lease of this instance.
+    retired_last_ms: std::sync::atomic::AtomicU64,
+    released: std::sync::atomic::AtomicBool,
 }
 
 impl IdService {
-    pub fn new(table: Arc<dyn Table>, clock: Arc<dyn Clock>, config: IdConfig) -> Self {
-        Self {
+    pub fn new(
+        table: Arc<dyn Table>,
+        clock: Arc<dyn Clock>,
+        config: IdConfig,
+    ) -> Result<Self, IdError> {
+        config.validate().map_err(IdError::InvalidConfig)?;
+        Ok(Self {
             table,
             clock,
             config,
             owner: uuid::Uuid::new_v4().to_string(),
             current: tokio::sync::Mutex::new(None),
+            retired_last_ms: std::sync::atomic::AtomicU64::new(0),
+            released: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    fn retire(&self, g: &Generator) {
+        g.revoke();
+        if let Some(last) = g.last_ms() {
+            self.retired_last_ms
+                .fetch_max(last, std::sync::atomic::Ordering::AcqRel);
         }
     }
 
@@ -184,6 +224,9 @@ impl IdService {
     /// lease.
     pub async fn generator(&self) -> Result<Arc<Generator>, IdError> {
         let mut current = self.current.lock().await;
+        if self.released.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(IdError::ShuttingDown);
+        }
         if let Some(g) = current.as_ref() {
             let now = self.clock.now_ms();
             let renew_at = g
@@ -199,7 +242,7 @@ impl IdService {
                         machine = g.machine(),
                         "machine-id lease lost to another instance"
                     );
-                    g.revoke();
+                    self.retire(g);
                     *current = None;
                 }
                 Err(RenewError::Store(e)) => {
@@ -214,6 +257,10 @@ impl IdService {
             }
         }
         let g = Arc::new(self.acquire().await?);
+        g.raise_floor(
+            self.retired_last_ms
+                .load(std::sync::atomic::Ordering::Acquire),
+        );
         tracing::info!(
             machine = g.machine(),
             lease_until_ms = g.lease_until_ms(),
@@ -237,7 +284,7 @@ impl IdService {
         let first = *self.config.machines.start();
         let span = u32::from(*self.config.machines.end() - first) + 1;
         let start = fastrand::u32(0..span);
-        for i in 0..span {
+        for i in 0..span.min(MAX_PROBES) {
             let machine = first + ((start + i) % span) as u16;
             let key = lease_key(machine);
             let now = self.clock.now_ms();
@@ -305,11 +352,17 @@ impl IdService {
     /// Gives the machine id back (graceful shutdown). The next holder starts
     /// after the last timestamp this instance used.
     pub async fn release(&self) -> Result<(), IdError> {
-        let Some(g) = self.current.lock().await.take() else {
+        let mut current = self.current.lock().await;
+        self.released
+            .store(true, std::sync::atomic::Ordering::Release);
+        let Some(g) = current.take() else {
             return Ok(());
         };
         g.revoke();
-        let last = g.last_ms();
+        // A poisoned generator state: leave the lease to expire instead.
+        let Some(last) = g.last_ms() else {
+            return Ok(());
+        };
         let update = Update::new()
             .set(EXPIRES_AT, num(last))
             .set(OWNER, s(RELEASED));

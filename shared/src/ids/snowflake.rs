@@ -143,7 +143,15 @@ impl Generator {
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
-            machine: machine.min(MAX_MACHINE_ID),
+            machine: {
+                // Callers lease ids from a validated range; aliasing two ids
+                // onto one would repeat IDs, so refuse outright.
+                assert!(
+                    machine <= MAX_MACHINE_ID,
+                    "machine id {machine} is over {MAX_MACHINE_ID}"
+                );
+                machine
+            },
             clock,
             // A timestamp equal to the floor counts as used up.
             state: Mutex::new(Sequence {
@@ -174,9 +182,21 @@ impl Generator {
         self.lease_until_ms.store(0, Ordering::Release);
     }
 
-    /// The last timestamp this generator used (its floor before any ID).
-    pub fn last_ms(&self) -> u64 {
-        self.state.lock().map(|s| s.last_ms).unwrap_or(u64::MAX)
+    /// The last timestamp this generator used (its floor before any ID);
+    /// `None` if a panic poisoned the state.
+    pub fn last_ms(&self) -> Option<u64> {
+        self.state.lock().map(|s| s.last_ms).ok()
+    }
+
+    /// Issue only timestamps after `ms` from now on: the IDs of a new lease
+    /// then sort after everything this instance issued under an old one.
+    pub fn raise_floor(&self, ms: u64) {
+        if let Ok(mut state) = self.state.lock()
+            && ms >= state.last_ms
+        {
+            state.last_ms = ms;
+            state.seq = MAX_SEQUENCE;
+        }
     }
 
     pub fn next_id(&self) -> Result<SnowflakeId, IdError> {

@@ -426,6 +426,44 @@ async fn invalid_items_are_refused(t: Arc<dyn Table>) {
     assert!(get(&t, "p", "big").await.is_none());
 }
 
+async fn conditions_agree_on_missing_attributes_empty_groups_and_sets(t: Arc<dyn Table>) {
+    let ne = || Some(Condition::cmp("v", CmpOp::Ne, num(5)));
+    // `<>` holds when the attribute, or the whole item, is absent.
+    t.put(item("p", "new", &[]), ne()).await.unwrap();
+    t.put(item("p", "new", &[("v", num(1))]), ne())
+        .await
+        .unwrap();
+    t.put(item("p", "new", &[("v", num(5))]), ne())
+        .await
+        .unwrap();
+    assert!(matches!(
+        t.put(item("p", "new", &[]), ne()).await,
+        Err(TableError::ConditionFailed { .. })
+    ));
+    // An empty AND always holds and an empty OR never does, item or not.
+    for sk in ["new", "absent"] {
+        t.put(item("p", sk, &[]), Some(Condition::And(vec![])))
+            .await
+            .unwrap();
+        assert!(matches!(
+            t.put(item("p", "absent-2", &[]), Some(Condition::Or(vec![])))
+                .await,
+            Err(TableError::ConditionFailed { .. })
+        ));
+    }
+    // Sets compare without regard to order.
+    let tags = |v: &[&str]| AttributeValue::Ss(v.iter().map(|s| (*s).to_owned()).collect());
+    t.put(item("p", "set", &[("tags", tags(&["a", "b"]))]), None)
+        .await
+        .unwrap();
+    t.put(
+        item("p", "set", &[("tags", tags(&["c"]))]),
+        Some(Condition::eq("tags", tags(&["b", "a"]))),
+    )
+    .await
+    .unwrap();
+}
+
 async fn metrics_count_requests(t: Arc<dyn Table>) {
     let before = t.metrics();
     t.put(item("m", "1", &[]), None).await.unwrap();
@@ -451,5 +489,6 @@ crate::on_both_tables!(
     batches_respect_dynamodb_limits,
     transactions_are_all_or_nothing,
     invalid_items_are_refused,
+    conditions_agree_on_missing_attributes_empty_groups_and_sets,
     metrics_count_requests,
 );
