@@ -382,26 +382,7 @@ impl Table for DynamoTable {
     }
 
     async fn query(&self, query: Query) -> Result<Page, TableError> {
-        if query.pk.is_empty() {
-            return Err(TableError::Invalid("a query needs a partition key".into()));
-        }
-        if query.limit == Some(0) {
-            return Err(TableError::Invalid(
-                "a query limit must be at least 1".into(),
-            ));
-        }
-        let start = match &query.cursor {
-            Some(c) => {
-                let key = c.to_key()?;
-                if key.pk != query.pk {
-                    return Err(TableError::Invalid(
-                        "the cursor belongs to another partition".into(),
-                    ));
-                }
-                Some(key_map(&key))
-            }
-            None => None,
-        };
+        let start = query.validate()?.as_ref().map(key_map);
         TableMetrics::count(&self.metrics.queries);
         let mut expr = Expr::default();
         let pk = expr.name(PK);

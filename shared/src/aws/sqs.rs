@@ -245,11 +245,7 @@ impl Queue for SqsQueue {
     }
 
     async fn change_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), QueueError> {
-        if timeout > queue::MAX_VISIBILITY {
-            return Err(QueueError::Invalid(
-                "visibility timeout is at most 12 hours".into(),
-            ));
-        }
+        queue::validate_visibility(timeout)?;
         self.client
             .change_message_visibility()
             .queue_url(&self.url)

@@ -278,11 +278,7 @@ impl Queue for EmbeddedQueue {
     }
 
     async fn change_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), QueueError> {
-        if timeout > queue::MAX_VISIBILITY {
-            return Err(QueueError::Invalid(
-                "visibility timeout is at most 12 hours".into(),
-            ));
-        }
+        queue::validate_visibility(timeout)?;
         let (name, receipt) = (self.spec.name.clone(), receipt.to_owned());
         let now = self.now();
         let changed = self

@@ -186,26 +186,7 @@ impl Table for EmbeddedTable {
     }
 
     async fn query(&self, query: Query) -> Result<Page, TableError> {
-        if query.pk.is_empty() {
-            return Err(TableError::Invalid("a query needs a partition key".into()));
-        }
-        if query.limit == Some(0) {
-            return Err(TableError::Invalid(
-                "a query limit must be at least 1".into(),
-            ));
-        }
-        let after = match &query.cursor {
-            Some(c) => {
-                let key = c.to_key()?;
-                if key.pk != query.pk {
-                    return Err(TableError::Invalid(
-                        "the cursor belongs to another partition".into(),
-                    ));
-                }
-                Some(key.sk)
-            }
-            None => None,
-        };
+        let after = query.validate()?.map(|key| key.sk);
         TableMetrics::count(&self.metrics.queries);
         let tbl = self.name.clone();
         let now = self.now_secs() as i64;

@@ -325,21 +325,22 @@ impl IdService {
         Err(IdError::NoMachineId)
     }
 
+    /// Updates the lease item only while this instance owns it.
+    async fn update_own_lease(&self, machine: u16, update: Update) -> Result<(), TableError> {
+        let owned = Condition::eq(OWNER, s(&self.owner));
+        self.table
+            .update(&lease_key(machine), update, Some(owned))
+            .await
+            .map(drop)
+    }
+
     async fn renew(&self, g: &Generator) -> Result<(), RenewError> {
         let now = self.clock.now_ms();
         let until = (now + self.config.lease.as_millis() as u64).max(g.lease_until_ms());
         let update = Update::new()
             .set(EXPIRES_AT, num(until))
             .set("renewedAt", num(now));
-        match self
-            .table
-            .update(
-                &lease_key(g.machine()),
-                update,
-                Some(Condition::eq(OWNER, s(&self.owner))),
-            )
-            .await
-        {
+        match self.update_own_lease(g.machine(), update).await {
             Ok(_) => {
                 g.extend_lease(until);
                 Ok(())
@@ -366,15 +367,7 @@ impl IdService {
         let update = Update::new()
             .set(EXPIRES_AT, num(last))
             .set(OWNER, s(RELEASED));
-        match self
-            .table
-            .update(
-                &lease_key(g.machine()),
-                update,
-                Some(Condition::eq(OWNER, s(&self.owner))),
-            )
-            .await
-        {
+        match self.update_own_lease(g.machine(), update).await {
             Ok(_) | Err(TableError::ConditionFailed { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }

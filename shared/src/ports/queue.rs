@@ -226,6 +226,15 @@ pub fn validate_batch(messages: &[OutgoingMessage]) -> Result<(), QueueError> {
     Ok(())
 }
 
+pub fn validate_visibility(timeout: Duration) -> Result<(), QueueError> {
+    if timeout > MAX_VISIBILITY {
+        return Err(QueueError::Invalid(
+            "visibility timeout is at most 12 hours".into(),
+        ));
+    }
+    Ok(())
+}
+
 pub fn validate_receive(
     max: u32,
     wait: Duration,

@@ -265,6 +265,28 @@ impl Query {
         self.cursor = cursor;
         self
     }
+
+    /// Checks the query and returns the key its cursor points at, if any.
+    pub fn validate(&self) -> Result<Option<Key>, TableError> {
+        if self.pk.is_empty() {
+            return Err(TableError::Invalid("a query needs a partition key".into()));
+        }
+        if self.limit == Some(0) {
+            return Err(TableError::Invalid(
+                "a query limit must be at least 1".into(),
+            ));
+        }
+        let Some(cursor) = &self.cursor else {
+            return Ok(None);
+        };
+        let key = cursor.to_key()?;
+        if key.pk != self.pk {
+            return Err(TableError::Invalid(
+                "the cursor belongs to another partition".into(),
+            ));
+        }
+        Ok(Some(key))
+    }
 }
 
 /// An opaque page cursor: the last key a page returned. The same encoding on
