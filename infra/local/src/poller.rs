@@ -172,6 +172,7 @@ pub async fn deliver(
             Err("handler timed out".to_owned())
         }
     };
+    let whole_batch = || ids.iter().map(|s| (*s).to_owned()).collect();
     let failed: HashSet<String> = match result {
         Ok(Ok(response)) => {
             let reported: HashSet<String> = response
@@ -184,16 +185,16 @@ pub async fn deliver(
                 reported
             } else {
                 tracing::warn!(queue = %queue.spec().name, "handler reported unknown message ids; retrying the batch");
-                ids.iter().map(|s| (*s).to_owned()).collect()
+                whole_batch()
             }
         }
         Ok(Err(e)) => {
             tracing::warn!(queue = %queue.spec().name, error = %e, "handler failed; retrying the batch");
-            ids.iter().map(|s| (*s).to_owned()).collect()
+            whole_batch()
         }
         Err(why) => {
             tracing::warn!(queue = %queue.spec().name, %why, "retrying the batch");
-            ids.iter().map(|s| (*s).to_owned()).collect()
+            whole_batch()
         }
     };
     let mut outcome = BatchOutcome::default();

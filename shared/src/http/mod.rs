@@ -15,31 +15,13 @@ use axum::response::Response;
 use lambda_http::request::RequestContext;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 pub use auth::{Caller, MaybeCaller};
 pub use error::{ApiError, json_errors, json_rejection, not_found};
 
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 pub const REQUEST_ID: &str = "x-request-id";
-
-/// Uses API Gateway's request id when there is one, a UUID otherwise.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct GatewayRequestId;
-
-impl MakeRequestId for GatewayRequestId {
-    fn make_request_id<B>(&mut self, request: &axum::http::Request<B>) -> Option<RequestId> {
-        #[allow(irrefutable_let_patterns, unreachable_patterns)]
-        let from_gateway = match request.extensions().get::<RequestContext>() {
-            Some(RequestContext::ApiGatewayV2(ctx)) => ctx.request_id.clone(),
-            _ => None,
-        };
-        let id = from_gateway.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
-    }
-}
 
 /// The body limit from `HTTP_BODY_LIMIT_BYTES` (default 64 KiB).
 pub fn body_limit_from_env() -> Result<usize, String> {
@@ -63,11 +45,12 @@ pub fn api(router: Router, body_limit: usize) -> Router {
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(middleware::from_fn(access_log))
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(GatewayRequestId))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(middleware::from_fn(gateway_request_id))
 }
 
-/// On AWS the request id is API Gateway's, whatever the client sent.
+/// On AWS the request id is API Gateway's, whatever the client sent;
+/// elsewhere a client's `x-request-id` is kept, or a UUID made.
 async fn gateway_request_id(mut request: Request, next: Next) -> Response {
     #[allow(irrefutable_let_patterns, unreachable_patterns)]
     let from_gateway = match request.extensions().get::<RequestContext>() {
