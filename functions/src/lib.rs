@@ -5,5 +5,6 @@ pub mod health;
 pub mod ids;
 pub mod routes;
 pub mod runtime;
+pub mod shortener;
 
 pub use routes::{Auth, FUNCTIONS, Function, Route, SqsHandler, WORKERS, Worker};

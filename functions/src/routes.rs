@@ -19,6 +19,10 @@ pub enum Auth {
     None,
     /// A valid token is required; the handler reads the caller's claims.
     Jwt,
+    /// Public, but a token, when sent, must be valid and names the caller.
+    /// API Gateway cannot make its authorizer optional, so on AWS the route
+    /// is public and the function verifies the token itself.
+    Optional,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,10 +60,50 @@ pub const fn get(path: &'static str, auth: Auth) -> Route {
     }
 }
 
+pub const fn post(path: &'static str, auth: Auth) -> Route {
+    Route {
+        method: Method::POST,
+        path,
+        auth,
+    }
+}
+
+pub const fn patch(path: &'static str, auth: Auth) -> Route {
+    Route {
+        method: Method::PATCH,
+        path,
+        auth,
+    }
+}
+
+pub const fn delete(path: &'static str, auth: Auth) -> Route {
+    Route {
+        method: Method::DELETE,
+        path,
+        auth,
+    }
+}
+
+/// API Gateway routes HEAD on its own; axum's `get` answers it too.
+pub const fn head(path: &'static str, auth: Auth) -> Route {
+    Route {
+        method: Method::HEAD,
+        path,
+        auth,
+    }
+}
+
 pub static FUNCTIONS: &[Function] = &[
     crate::health::HEALTH,
     crate::ids::IDS_GENERATE,
     crate::ids::IDS_DECODE,
+    crate::shortener::SHORTEN,
+    crate::shortener::SHORTEN_BATCH,
+    crate::shortener::REDIRECT,
+    crate::shortener::URLS_GET,
+    crate::shortener::URLS_UPDATE,
+    crate::shortener::URLS_DELETE,
+    crate::shortener::URLS_QR,
 ];
 
 pub fn find(name: &str) -> Option<&'static Function> {
@@ -83,7 +127,10 @@ pub struct Worker {
 }
 
 /// Queue workers; the subsystems that send through queues add theirs here.
-pub static WORKERS: &[Worker] = &[];
+pub static WORKERS: &[Worker] = &[
+    crate::shortener::CLICKS_WORKER,
+    crate::shortener::CDN_INVALIDATE_WORKER,
+];
 
 pub fn find_worker(name: &str) -> Option<&'static Worker> {
     WORKERS.iter().find(|w| w.name == name)

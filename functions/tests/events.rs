@@ -1,15 +1,18 @@
 //! Each function answers the sample API Gateway event shipped for it in
 //! `tests/events/` (the same files `sam local invoke -e` and
 //! `cargo lambda invoke --data-file` take), through the same layers it has on
-//! Lambda, on an embedded platform.
+//! Lambda, on an embedded platform. Workers get their sample SQS event.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use hanul_functions::FUNCTIONS;
+use aws_lambda_events::event::sqs::SqsEvent;
+use hanul_functions::{FUNCTIONS, WORKERS};
 use hanul_shared::embedded::EmbeddedStore;
 use hanul_shared::http;
 use hanul_shared::platform::Platform;
+use hanul_shared::shortener::{CreateLink, RedirectKind};
+use lambda_runtime::{Context, LambdaEvent};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -17,11 +20,33 @@ fn event_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/events/{name}.json"))
 }
 
-async fn invoke(name: &str) -> (u16, Value, axum::http::HeaderMap) {
+/// An embedded platform with the settings template.yaml gives the functions,
+/// and the link the sample events name: `docs-link`, owned by `nina`.
+async fn platform(dir: &tempfile::TempDir) -> Arc<Platform> {
+    let platform = Arc::new(
+        Platform::embedded(EmbeddedStore::open(dir.path()).unwrap())
+            .with_default("SHORT_BASE_URL", "https://hnl.example")
+            .with_default(
+                "SHORTENER_CODE_KEY",
+                "an example key of at least 32 characters",
+            ),
+    );
+    let shortener = platform.shortener().await.unwrap();
+    let docs = CreateLink {
+        long_url: "https://example.com/docs".into(),
+        alias: Some("docs-link".into()),
+        redirect: Some(RedirectKind::Temporary),
+        ..CreateLink::default()
+    };
+    shortener.create(docs, Some("nina")).await.unwrap();
+    platform
+}
+
+async fn invoke(name: &str) -> (u16, Value, axum::http::HeaderMap, Vec<u8>) {
     let text = std::fs::read_to_string(event_path(name)).expect("event file");
     let request = lambda_http::request::from_str(&text).expect("an API Gateway v2 event");
     let dir = tempfile::tempdir().unwrap();
-    let platform = Arc::new(Platform::embedded(EmbeddedStore::open(dir.path()).unwrap()));
+    let platform = platform(&dir).await;
     let function = hanul_functions::routes::find(name).expect("function");
     let router = http::api(
         (function.build)(platform).await.unwrap(),
@@ -32,28 +57,51 @@ async fn invoke(name: &str) -> (u16, Value, axum::http::HeaderMap) {
     let headers = response.headers().clone();
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
         .await
-        .unwrap();
+        .unwrap()
+        .to_vec();
     (
         status,
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         headers,
+        bytes,
     )
 }
 
+/// Runs a worker on its sample event; returns the ids it reports as failed.
+async fn invoke_worker(name: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(event_path(name)).expect("event file");
+    let event: SqsEvent = serde_json::from_str(&text).expect("an SQS event");
+    let dir = tempfile::tempdir().unwrap();
+    let platform = platform(&dir).await;
+    let worker = hanul_functions::routes::find_worker(name).expect("worker");
+    let handler = (worker.build)(platform).await.unwrap();
+    let response = handler(LambdaEvent::new(event, Context::default()))
+        .await
+        .unwrap();
+    response
+        .batch_item_failures
+        .into_iter()
+        .map(|f| f.item_identifier)
+        .collect()
+}
+
 #[test]
-fn every_function_has_a_sample_event() {
-    for f in FUNCTIONS {
+fn every_function_and_worker_has_a_sample_event() {
+    for name in FUNCTIONS
+        .iter()
+        .map(|f| f.name)
+        .chain(WORKERS.iter().map(|w| w.name))
+    {
         assert!(
-            event_path(f.name).exists(),
-            "tests/events/{}.json is missing",
-            f.name
+            event_path(name).exists(),
+            "tests/events/{name}.json is missing"
         );
     }
 }
 
 #[tokio::test]
 async fn health_event() {
-    let (status, body, headers) = invoke("health").await;
+    let (status, body, headers, _) = invoke("health").await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "ok");
     // The gateway's request id is the request id.
@@ -65,7 +113,7 @@ async fn health_event() {
 
 #[tokio::test]
 async fn ids_generate_event() {
-    let (status, body, _) = invoke("ids-generate").await;
+    let (status, body, _, _) = invoke("ids-generate").await;
     assert_eq!(status, 200);
     let ids = body["ids"].as_array().expect("ids");
     assert_eq!(ids.len(), 3, "the event asks for count=3");
@@ -73,9 +121,95 @@ async fn ids_generate_event() {
 
 #[tokio::test]
 async fn ids_decode_event() {
-    let (status, body, _) = invoke("ids-decode").await;
+    let (status, body, _, _) = invoke("ids-decode").await;
     assert_eq!(status, 200);
     assert_eq!(body["id"], "251499267617099776");
     assert_eq!(body["machineId"], 361);
     assert_eq!(body["timestampMs"], 1_795_651_698_030u64);
+}
+
+#[tokio::test]
+async fn shorten_event() {
+    let (status, body, headers, _) = invoke("shorten").await;
+    assert_eq!(status, 201, "{body}");
+    let code = body["code"].as_str().expect("code");
+    assert_eq!(code.len(), 7);
+    assert_eq!(body["shortUrl"], format!("https://hnl.example/{code}"));
+    assert_eq!(body["redirect"], 302);
+    assert_eq!(
+        headers.get("location").and_then(|v| v.to_str().ok()),
+        body["shortUrl"].as_str()
+    );
+}
+
+#[tokio::test]
+async fn shorten_batch_event() {
+    let (status, body, _, _) = invoke("shorten-batch").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["results"][0]["status"], 201);
+    assert_eq!(body["results"][1]["status"], 400);
+    assert_eq!(body["results"][1]["error"]["code"], "invalid_url");
+    assert_eq!(
+        (body["succeeded"].as_u64(), body["failed"].as_u64()),
+        (Some(1), Some(1))
+    );
+}
+
+#[tokio::test]
+async fn redirect_event() {
+    let (status, _, headers, _) = invoke("redirect").await;
+    assert_eq!(status, 302);
+    assert_eq!(
+        headers.get("location").and_then(|v| v.to_str().ok()),
+        Some("https://example.com/docs")
+    );
+    assert_eq!(
+        headers.get("cache-control").and_then(|v| v.to_str().ok()),
+        Some("private, no-store")
+    );
+}
+
+#[tokio::test]
+async fn urls_get_event_reads_the_owner_from_the_authorizer() {
+    let (status, body, _, _) = invoke("urls-get").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["code"], "docs-link");
+    assert_eq!(body["stats"]["totalClicks"], 0);
+}
+
+#[tokio::test]
+async fn urls_update_event() {
+    let (status, body, _, _) = invoke("urls-update").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["longUrl"], "https://example.com/docs/v2");
+    assert_eq!(body["cdn"], "queued");
+}
+
+#[tokio::test]
+async fn urls_delete_event() {
+    let (status, body, _, _) = invoke("urls-delete").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["deleted"], true);
+}
+
+#[tokio::test]
+async fn urls_qr_event() {
+    let (status, _, headers, bytes) = invoke("urls-qr").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        headers.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("image/png")
+    );
+    assert_eq!(&bytes[..4], b"\x89PNG");
+}
+
+#[tokio::test]
+async fn shortener_clicks_event_counts_once_and_fails_the_malformed_one() {
+    // The same click twice (a redelivery) and one message that is not JSON.
+    assert_eq!(invoke_worker("shortener-clicks").await, vec!["m3"]);
+}
+
+#[tokio::test]
+async fn cdn_invalidate_event_fails_only_the_bad_request() {
+    assert_eq!(invoke_worker("cdn-invalidate").await, vec!["m2"]);
 }

@@ -1,8 +1,10 @@
 //! hanul: domain logic, ports and adapters shared by every function and host.
 
 pub mod aws;
+pub mod cdn;
 pub mod embedded;
 pub mod http;
 pub mod ids;
 pub mod platform;
 pub mod ports;
+pub mod shortener;

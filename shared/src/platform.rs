@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::aws::{DynamoTable, SqsQueue, bootstrap};
-use crate::embedded::{EmbeddedQueue, EmbeddedStore, EmbeddedTable};
+use crate::aws::{CloudFrontCdn, DynamoTable, SqsQueue, bootstrap};
+use crate::embedded::{EmbeddedQueue, EmbeddedStore, EmbeddedTable, LocalEdge};
 use crate::ids::{IdConfig, IdService};
-use crate::ports::{Clock, Queue, QueueSpec, SystemClock, Table};
+use crate::ports::{Cdn, Clock, Queue, QueueSpec, SystemClock, Table};
+use crate::shortener::{ShortenerConfig, ShortenerService};
 
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]
@@ -18,15 +19,18 @@ pub struct ConfigError(pub String);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TableName {
     IdLeases,
+    /// Links, their dedupe index, the code counter and click counters.
+    Urls,
 }
 
 impl TableName {
-    pub const ALL: &'static [TableName] = &[TableName::IdLeases];
+    pub const ALL: &'static [TableName] = &[TableName::IdLeases, TableName::Urls];
 
     /// The name used locally and as the suffix of bootstrapped tables.
     pub fn logical(self) -> &'static str {
         match self {
             TableName::IdLeases => "id-leases",
+            TableName::Urls => "urls",
         }
     }
 
@@ -34,9 +38,13 @@ impl TableName {
     pub fn env_var(self) -> &'static str {
         match self {
             TableName::IdLeases => "ID_LEASES_TABLE",
+            TableName::Urls => "URLS_TABLE",
         }
     }
 }
+
+/// The variable naming the CloudFront distribution in front of the redirects.
+pub const CDN_DISTRIBUTION_VAR: &str = "CDN_DISTRIBUTION_ID";
 
 /// The variable carrying a queue's URL on AWS: `notify-email` → `NOTIFY_EMAIL_QUEUE_URL`.
 pub fn queue_url_var(logical: &str) -> String {
@@ -45,10 +53,14 @@ pub fn queue_url_var(logical: &str) -> String {
 }
 
 enum Backend {
-    Embedded(Arc<EmbeddedStore>),
+    Embedded {
+        store: Arc<EmbeddedStore>,
+        edge: Arc<LocalEdge>,
+    },
     Aws {
         dynamodb: aws_sdk_dynamodb::Client,
         sqs: aws_sdk_sqs::Client,
+        cloudfront: aws_sdk_cloudfront::Client,
         /// Local host against moto: physical names are `prefix + logical`,
         /// created on first use.
         bootstrap_prefix: Option<String>,
@@ -61,13 +73,19 @@ pub struct Platform {
     tables: Mutex<HashMap<TableName, Arc<dyn Table>>>,
     queues: tokio::sync::Mutex<HashMap<String, Arc<dyn Queue>>>,
     ids: OnceLock<Arc<IdService>>,
+    shortener: OnceLock<Arc<ShortenerService>>,
+    cdn: tokio::sync::OnceCell<Arc<dyn Cdn>>,
+    /// Values the host supplies for settings the environment leaves unset
+    /// (the local host's short domain and generated keys).
+    defaults: HashMap<String, String>,
 }
 
 impl Platform {
     /// The local host's default: everything in one SQLite file.
     pub fn embedded(store: Arc<EmbeddedStore>) -> Self {
         let clock = store.clock().clone();
-        Self::with(Backend::Embedded(store), clock)
+        let edge = Arc::new(LocalEdge::new());
+        Self::with(Backend::Embedded { store, edge }, clock)
     }
 
     /// Lambda: AWS clients from the environment, resource names from the
@@ -83,6 +101,7 @@ impl Platform {
         let backend = Backend::Aws {
             dynamodb: aws_sdk_dynamodb::Client::new(config),
             sqs: aws_sdk_sqs::Client::new(config),
+            cloudfront: aws_sdk_cloudfront::Client::new(config),
             bootstrap_prefix,
         };
         Self::with(backend, Arc::new(SystemClock))
@@ -95,7 +114,24 @@ impl Platform {
             tables: Mutex::new(HashMap::new()),
             queues: tokio::sync::Mutex::new(HashMap::new()),
             ids: OnceLock::new(),
+            shortener: OnceLock::new(),
+            cdn: tokio::sync::OnceCell::new(),
+            defaults: HashMap::new(),
         }
+    }
+
+    /// Supplies `value` for setting `name` when the environment has none.
+    pub fn with_default(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.defaults.insert(name.to_owned(), value.into());
+        self
+    }
+
+    /// A setting: the environment variable, else the host's default.
+    pub fn setting(&self, name: &str) -> Option<String> {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .or_else(|| self.defaults.get(name).cloned())
     }
 
     pub fn clock(&self) -> Arc<dyn Clock> {
@@ -104,14 +140,14 @@ impl Platform {
 
     pub fn backend_name(&self) -> &'static str {
         match self.backend {
-            Backend::Embedded(_) => "embedded",
+            Backend::Embedded { .. } => "embedded",
             Backend::Aws { .. } => "aws",
         }
     }
 
     fn physical_table_name(&self, table: TableName) -> Result<String, ConfigError> {
         match &self.backend {
-            Backend::Embedded(_) => Ok(table.logical().to_owned()),
+            Backend::Embedded { .. } => Ok(table.logical().to_owned()),
             Backend::Aws {
                 bootstrap_prefix: Some(prefix),
                 ..
@@ -136,7 +172,7 @@ impl Platform {
         }
         let name = self.physical_table_name(table)?;
         let adapter: Arc<dyn Table> = match &self.backend {
-            Backend::Embedded(store) => Arc::new(EmbeddedTable::new(store.clone(), name)),
+            Backend::Embedded { store, .. } => Arc::new(EmbeddedTable::new(store.clone(), name)),
             Backend::Aws {
                 dynamodb,
                 bootstrap_prefix,
@@ -163,13 +199,28 @@ impl Platform {
             return Ok(q.clone());
         }
         let adapter: Arc<dyn Queue> = match &self.backend {
-            Backend::Embedded(store) => Arc::new(EmbeddedQueue::new(store.clone(), spec.clone())),
+            Backend::Embedded { store, .. } => {
+                Arc::new(EmbeddedQueue::new(store.clone(), spec.clone()))
+            }
             Backend::Aws {
                 sqs,
                 bootstrap_prefix,
                 ..
             } => {
                 let url = match bootstrap_prefix {
+                    None => {
+                        let var = queue_url_var(&spec.name);
+                        let url = self.setting(&var).ok_or_else(|| {
+                            ConfigError(format!(
+                                "{var} is not set: it is the URL of queue {}",
+                                spec.name
+                            ))
+                        })?;
+                        let adapter: Arc<dyn Queue> =
+                            Arc::new(SqsQueue::from_url(sqs.clone(), url, spec.clone()));
+                        queues.insert(spec.name.clone(), adapter.clone());
+                        return Ok(adapter);
+                    }
                     Some(prefix) => {
                         let dlq_arn = match spec.dead_letter_spec() {
                             Some(dlq) => {
@@ -190,18 +241,6 @@ impl Platform {
                         bootstrap::ensure_queue(sqs, spec, &physical, dlq_arn.as_deref())
                             .await
                             .map_err(|e| ConfigError(e.to_string()))?
-                    }
-                    None => {
-                        let var = queue_url_var(&spec.name);
-                        std::env::var(&var)
-                            .ok()
-                            .filter(|v| !v.trim().is_empty())
-                            .ok_or_else(|| {
-                                ConfigError(format!(
-                                    "{var} is not set: it is the URL of queue {}",
-                                    spec.name
-                                ))
-                            })?
                     }
                 };
                 Arc::new(
@@ -240,6 +279,61 @@ impl Platform {
                 .map_err(|e| ConfigError(e.to_string()))?,
         );
         Ok(self.ids.get_or_init(|| service).clone())
+    }
+
+    /// The edge cache in front of the redirects: CloudFront on AWS (the
+    /// distribution named by `CDN_DISTRIBUTION_ID`; bootstrapped on moto), the
+    /// in-process caches locally.
+    pub async fn cdn(&self) -> Result<Arc<dyn Cdn>, ConfigError> {
+        self.cdn
+            .get_or_try_init(|| async {
+                let cdn: Arc<dyn Cdn> = match &self.backend {
+                    Backend::Embedded { edge, .. } => edge.clone(),
+                    Backend::Aws {
+                        cloudfront,
+                        bootstrap_prefix,
+                        ..
+                    } => {
+                        let id = match (self.setting(CDN_DISTRIBUTION_VAR), bootstrap_prefix) {
+                            (Some(id), _) => id,
+                            (None, Some(prefix)) => {
+                                bootstrap::ensure_distribution(cloudfront, &format!("{prefix}redirects"))
+                                    .await
+                                    .map_err(|e| ConfigError(e.to_string()))?
+                            }
+                            (None, None) => {
+                                return Err(ConfigError(format!(
+                                    "{CDN_DISTRIBUTION_VAR} is not set: it names the CloudFront distribution to invalidate"
+                                )));
+                            }
+                        };
+                        Arc::new(CloudFrontCdn::new(cloudfront.clone(), id))
+                    }
+                };
+                Ok(cdn)
+            })
+            .await
+            .cloned()
+    }
+
+    /// The instance's shortener (one code block and one redirect cache per
+    /// process). Locally, CDN invalidations purge its cache.
+    pub async fn shortener(&self) -> Result<Arc<ShortenerService>, ConfigError> {
+        if let Some(s) = self.shortener.get() {
+            return Ok(s.clone());
+        }
+        let table = self.table(TableName::Urls).await?;
+        let config =
+            ShortenerConfig::from_settings(|name| self.setting(name)).map_err(ConfigError)?;
+        let service = Arc::new(ShortenerService::new(table, self.clock.clone(), config));
+        let service = self.shortener.get_or_init(|| service).clone();
+        if let Backend::Embedded { edge, .. } = &self.backend {
+            let cache = service.cache().clone();
+            edge.subscribe(Arc::new(move |paths: &[String]| {
+                cache.purge_paths(paths);
+            }));
+        }
+        Ok(service)
     }
 
     /// Graceful shutdown: give back what this instance holds.

@@ -45,13 +45,38 @@ REQUIRED_ROUTES = {
     ("GET", "/health"): "HealthFunction",
     ("GET", "/api/v1/ids"): "IdsGenerateFunction",
     ("GET", "/api/v1/ids/{id}"): "IdsDecodeFunction",
+    ("POST", "/api/v1/shorten"): "ShortenerShortenFunction",
+    ("POST", "/api/v1/shorten/batch"): "ShortenerShortenBatchFunction",
+    ("GET", "/{code}"): "ShortenerRedirectFunction",
+    ("HEAD", "/{code}"): "ShortenerRedirectFunction",
+    ("GET", "/api/v1/{code}"): "ShortenerRedirectFunction",
+    ("HEAD", "/api/v1/{code}"): "ShortenerRedirectFunction",
+    ("GET", "/api/v1/urls/{code}"): "ShortenerUrlsGetFunction",
+    ("PATCH", "/api/v1/urls/{code}"): "ShortenerUrlsUpdateFunction",
+    ("DELETE", "/api/v1/urls/{code}"): "ShortenerUrlsDeleteFunction",
+    ("GET", "/api/v1/urls/{code}/qr"): "ShortenerUrlsQrFunction",
 }
 
-# Routes that take no user token (Auth: {Authorizer: NONE}).
+# Routes that take no user token (Auth: {Authorizer: NONE}). The shorten
+# routes take an optional one, which the function verifies itself.
 REQUIRED_PUBLIC_ROUTES = {
     ("GET", "/health"),
     ("GET", "/api/v1/ids"),
     ("GET", "/api/v1/ids/{id}"),
+    ("POST", "/api/v1/shorten"),
+    ("POST", "/api/v1/shorten/batch"),
+    ("GET", "/{code}"),
+    ("HEAD", "/{code}"),
+    ("GET", "/api/v1/{code}"),
+    ("HEAD", "/api/v1/{code}"),
+    ("GET", "/api/v1/urls/{code}/qr"),
+}
+
+# Routes that must require the user's token.
+REQUIRED_JWT_ROUTES = {
+    ("GET", "/api/v1/urls/{code}"),
+    ("PATCH", "/api/v1/urls/{code}"),
+    ("DELETE", "/api/v1/urls/{code}"),
 }
 
 JWT_AUTHORIZER = "CognitoJwt"
@@ -65,6 +90,12 @@ BASE_MANAGED_POLICIES = {
 
 # Inline IAM statements per function: a list of (actions, resource). A function
 # not listed here must have no inline statement at all.
+URLS = {"Fn::GetAtt": ["UrlsTable", "Arn"]}
+CLICKS_QUEUE = {"Fn::GetAtt": ["ClicksQueue", "Arn"]}
+INVALIDATIONS_QUEUE = {"Fn::GetAtt": ["CdnInvalidationsQueue", "Arn"]}
+CONSUME = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"}
+LINK_WRITER = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
+
 EXPECTED_STATEMENTS: dict[str, list[tuple[set[str], Any]]] = {
     "IdsGenerateFunction": [
         (
@@ -72,14 +103,71 @@ EXPECTED_STATEMENTS: dict[str, list[tuple[set[str], Any]]] = {
             {"Fn::GetAtt": ["IdLeasesTable", "Arn"]},
         ),
     ],
+    "ShortenerShortenFunction": [(LINK_WRITER, URLS)],
+    "ShortenerShortenBatchFunction": [(LINK_WRITER, URLS)],
+    "ShortenerRedirectFunction": [
+        ({"dynamodb:GetItem", "dynamodb:UpdateItem"}, URLS),
+        ({"sqs:SendMessage"}, CLICKS_QUEUE),
+    ],
+    "ShortenerUrlsGetFunction": [({"dynamodb:GetItem", "dynamodb:Query"}, URLS)],
+    "ShortenerUrlsUpdateFunction": [
+        ({"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}, URLS),
+        ({"sqs:SendMessage"}, INVALIDATIONS_QUEUE),
+    ],
+    "ShortenerUrlsDeleteFunction": [
+        ({"dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:Query"}, URLS),
+        ({"sqs:SendMessage"}, INVALIDATIONS_QUEUE),
+    ],
+    "ShortenerUrlsQrFunction": [({"dynamodb:GetItem"}, URLS)],
+    "ShortenerClicksFunction": [
+        ({"dynamodb:PutItem", "dynamodb:UpdateItem"}, URLS),
+        (CONSUME, CLICKS_QUEUE),
+    ],
+    "CdnInvalidateFunction": [
+        (
+            {"cloudfront:CreateInvalidation"},
+            {
+                "Fn::Sub": "arn:${AWS::Partition}:cloudfront::${AWS::AccountId}:distribution/${RedirectDistribution}"
+            },
+        ),
+        (CONSUME, INVALIDATIONS_QUEUE),
+    ],
 }
 
 # Environment variables a function must have (beyond RUST_LOG, which all have).
 EXPECTED_ENV = {
     "IdsGenerateFunction": {"ID_LEASES_TABLE": {"Ref": "IdLeasesTable"}},
+    "ShortenerShortenFunction": {
+        "URLS_TABLE": {"Ref": "UrlsTable"},
+        "SHORT_BASE_URL": {"Ref": "ShortBaseUrl"},
+        "SHORTENER_CODE_KEY": {"Ref": "ShortCodeKey"},
+    },
+    "ShortenerRedirectFunction": {
+        "URLS_TABLE": {"Ref": "UrlsTable"},
+        "SHORTENER_CLICKS_QUEUE_URL": {"Ref": "ClicksQueue"},
+    },
+    "ShortenerUrlsDeleteFunction": {"CDN_INVALIDATIONS_QUEUE_URL": {"Ref": "CdnInvalidationsQueue"}},
+    "ShortenerClicksFunction": {"URLS_TABLE": {"Ref": "UrlsTable"}},
+    "CdnInvalidateFunction": {"CDN_DISTRIBUTION_ID": {"Ref": "RedirectDistribution"}},
 }
 
-EXPECTED_OUTPUTS = {"ApiUrl", "UserPoolId", "UserPoolClientId", "IdLeasesTableName"}
+# Queue workers: function -> the queue its event source mapping reads.
+EXPECTED_WORKERS = {
+    "ShortenerClicksFunction": "ClicksQueue",
+    "CdnInvalidateFunction": "CdnInvalidationsQueue",
+}
+
+# Only these functions may see the code key.
+CODE_KEY_FUNCTIONS = {"ShortenerShortenFunction", "ShortenerShortenBatchFunction"}
+
+EXPECTED_OUTPUTS = {
+    "ApiUrl",
+    "UserPoolId",
+    "UserPoolClientId",
+    "IdLeasesTableName",
+    "UrlsTableName",
+    "RedirectDistributionDomain",
+}
 
 OPENAPI_METHODS = {"get", "put", "post", "delete", "options", "head", "patch"}
 ANY_METHOD = "x-amazon-apigateway-any-method"
@@ -294,6 +382,7 @@ def test_route_auth_is_as_declared(src, cfn):
         else:
             assert security and JWT_AUTHORIZER in security[0], (method, path, security)
     assert REQUIRED_PUBLIC_ROUTES <= public
+    assert not (REQUIRED_JWT_ROUTES & public), REQUIRED_JWT_ROUTES & public
 
 
 def test_stage_throttling_and_access_logs(src, cfn):
@@ -378,6 +467,69 @@ def test_every_function_has_a_log_group_with_retention(cfn, functions):
         assert key in by_name, f"{fn_id} has no AWS::Logs::LogGroup named /aws/lambda/${{{fn_id}}}"
         _, lg = by_name[key]
         assert lg["Properties"].get("RetentionInDays") is not None, fn_id
+
+
+def test_workers_read_their_queue_and_report_partial_failures(cfn, functions):
+    mappings = _resources_of(cfn, "AWS::Lambda::EventSourceMapping")
+    by_function = {}
+    for mapping in mappings.values():
+        props = mapping["Properties"]
+        by_function[props["FunctionName"]["Ref"]] = props
+    assert set(by_function) == set(EXPECTED_WORKERS)
+    for fn_id, queue in EXPECTED_WORKERS.items():
+        props = by_function[fn_id]
+        assert props["EventSourceArn"] == {"Fn::GetAtt": [queue, "Arn"]}, fn_id
+        assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"], fn_id
+        # Workers have no HTTP route.
+        assert not (functions[fn_id]["Properties"].get("Events") or {}), fn_id
+
+
+def test_every_queue_has_a_dead_letter_queue_with_an_alarm(cfn):
+    queues = _resources_of(cfn, "AWS::SQS::Queue")
+    dead_letter = set()
+    for q_id, q in queues.items():
+        redrive = q["Properties"].get("RedrivePolicy")
+        if redrive:
+            target = redrive["deadLetterTargetArn"]["Fn::GetAtt"][0]
+            assert target in queues, q_id
+            assert 1 <= redrive["maxReceiveCount"] <= 10, q_id
+            dead_letter.add(target)
+    assert dead_letter, "no queue has a DLQ"
+    for q_id, q in queues.items():
+        assert q["Properties"].get("SqsManagedSseEnabled") is True, q_id
+        if q_id not in dead_letter:
+            assert q["Properties"].get("RedrivePolicy"), f"{q_id} has no dead-letter queue"
+    alarmed = {
+        dim["Value"]["Fn::GetAtt"][0]
+        for alarm in _resources_of(cfn, "AWS::CloudWatch::Alarm").values()
+        for dim in alarm["Properties"].get("Dimensions") or []
+        if dim["Name"] == "QueueName"
+    }
+    assert dead_letter <= alarmed, dead_letter - alarmed
+
+
+def test_the_code_key_reaches_only_the_creating_functions(cfn):
+    for fn_id, fn in _resources_of(cfn, "AWS::Lambda::Function").items():
+        variables = fn["Properties"]["Environment"]["Variables"]
+        assert ("SHORTENER_CODE_KEY" in variables) == (fn_id in CODE_KEY_FUNCTIONS), fn_id
+    assert cfn["Parameters"]["ShortCodeKey"]["NoEcho"] is True
+
+
+def test_cloudfront_fronts_the_api_and_honours_its_cache_control(cfn):
+    (dist,) = _resources_of(cfn, "AWS::CloudFront::Distribution").values()
+    config = dist["Properties"]["DistributionConfig"]
+    (origin,) = config["Origins"]
+    assert origin["DomainName"] == {"Fn::Sub": "${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}"}
+    behavior = config["DefaultCacheBehavior"]
+    assert behavior["ViewerProtocolPolicy"] == "redirect-to-https"
+    assert set(behavior["AllowedMethods"]) == {"GET", "HEAD"}
+    (policy_id, policy), = _resources_of(cfn, "AWS::CloudFront::CachePolicy").items()
+    assert behavior["CachePolicyId"] == {"Ref": policy_id}
+    ttl = policy["Properties"]["CachePolicyConfig"]
+    # MinTTL and DefaultTTL 0: a 302's no-store is obeyed and a 301 is kept
+    # exactly as long as its max-age says.
+    assert (ttl["MinTTL"], ttl["DefaultTTL"]) == (0, 0)
+    assert ttl["MaxTTL"] >= 86400
 
 
 def test_outputs(cfn):

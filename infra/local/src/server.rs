@@ -79,9 +79,15 @@ fn signing_secret(data_dir: &Path) -> Result<Vec<u8>, StartError> {
         }
         return Ok(secret.into_bytes());
     }
-    let path = data_dir.join("jwt-secret");
+    Ok(kept_secret(data_dir, "jwt-secret")?.into_bytes())
+}
+
+/// A random secret made on first start and kept, private, in the data
+/// directory: the local default for keys that must not change between runs.
+fn kept_secret(data_dir: &Path, file: &str) -> Result<String, StartError> {
+    let path = data_dir.join(file);
     match std::fs::read_to_string(&path) {
-        Ok(s) if s.trim().len() >= 32 => Ok(s.trim().as_bytes().to_vec()),
+        Ok(s) if s.trim().len() >= 32 => Ok(s.trim().to_owned()),
         _ => {
             std::fs::create_dir_all(data_dir)
                 .map_err(|e| StartError::Io(format!("creating {}", data_dir.display()), e))?;
@@ -92,9 +98,19 @@ fn signing_secret(data_dir: &Path) -> Result<Vec<u8>, StartError> {
             );
             write_private(&path, &secret)
                 .map_err(|e| StartError::Io(format!("writing {}", path.display()), e))?;
-            Ok(secret.into_bytes())
+            Ok(secret)
         }
     }
+}
+
+/// The short domain when `SHORT_BASE_URL` is unset: this server's address.
+fn local_base_url(addr: SocketAddr) -> String {
+    let ip = if addr.ip().is_unspecified() {
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+    } else {
+        addr.ip()
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
 }
 
 /// Writes a file only its owner can read: the key mints tokens for anyone.
@@ -115,7 +131,8 @@ struct Gateway {
 
 /// What API Gateway does before a function runs: on a JWT route, reject a
 /// missing or bad token with 401 and pass the verified claims on; on a public
-/// route, pass no claims at all.
+/// route, pass no claims at all; where a token is optional, check it only
+/// when one is sent (what the function itself does on AWS).
 async fn gateway(State(gw): State<Gateway>, mut request: Request, next: Next) -> Response {
     request
         .extensions_mut()
@@ -139,16 +156,18 @@ async fn gateway(State(gw): State<Gateway>, mut request: Request, next: Next) ->
         },
         None => Auth::Jwt,
     };
-    if auth == Auth::Jwt {
+    if auth != Auth::None {
         let (mut parts, body) = request.into_parts();
-        let claims = match bearer(&parts).map(|t| gw.tokens.verify(t)) {
-            Some(Ok(claims)) => claims,
-            Some(Err(e)) => return ApiError::unauthorized(e.to_string()).into_response(),
-            None => {
+        match (bearer(&parts).map(|t| gw.tokens.verify(t)), auth) {
+            (Some(Ok(claims)), _) => {
+                parts.extensions.insert(jwt_context(claims));
+            }
+            (Some(Err(e)), _) => return ApiError::unauthorized(e.to_string()).into_response(),
+            (None, Auth::Optional) => {}
+            (None, _) => {
                 return ApiError::unauthorized("a bearer token is required").into_response();
             }
-        };
-        parts.extensions.insert(jwt_context(claims));
+        }
         request = Request::from_parts(parts, body);
     }
     next.run(request).await
@@ -236,7 +255,14 @@ pub async fn serve(args: Args) -> Result<(), StartError> {
             (Platform::aws(&config, args.aws_prefix.clone()), None)
         }
     };
-    let platform = Arc::new(platform);
+    let platform = Arc::new(
+        platform
+            .with_default("SHORT_BASE_URL", local_base_url(args.addr))
+            .with_default(
+                "SHORTENER_CODE_KEY",
+                kept_secret(&args.data_dir, "shortener-code-key")?,
+            ),
+    );
     let tokens = LocalTokens::new(
         &signing_secret(&args.data_dir)?,
         Duration::from_secs(24 * 3600),

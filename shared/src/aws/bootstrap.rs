@@ -136,3 +136,110 @@ pub async fn ensure_queue(
     out.queue_url
         .ok_or_else(|| failed(physical_name, "no queue URL in the answer"))
 }
+
+/// Finds the distribution whose comment is `name`, or creates one (an origin
+/// that serves nothing: on moto only its invalidations matter). Returns its id.
+pub async fn ensure_distribution(
+    client: &aws_sdk_cloudfront::Client,
+    name: &str,
+) -> Result<String, BootstrapError> {
+    use aws_sdk_cloudfront::types::{
+        CustomOriginConfig, DefaultCacheBehavior, DistributionConfig, Origin, OriginProtocolPolicy,
+        Origins, ViewerProtocolPolicy,
+    };
+    let what = format!("distribution {name}");
+    let list = client
+        .list_distributions()
+        .send()
+        .await
+        .map_err(|e| failed(&what, aws_sdk_cloudfront::error::DisplayErrorContext(e)))?;
+    if let Some(found) = list
+        .distribution_list()
+        .map(|l| l.items())
+        .unwrap_or_default()
+        .iter()
+        .find(|d| d.comment() == name)
+    {
+        return Ok(found.id().to_owned());
+    }
+    let origin = Origin::builder()
+        .id("api")
+        .domain_name("origin.invalid")
+        .custom_origin_config(
+            CustomOriginConfig::builder()
+                .http_port(80)
+                .https_port(443)
+                .origin_protocol_policy(OriginProtocolPolicy::HttpsOnly)
+                .build()
+                .map_err(|e| failed(&what, e))?,
+        )
+        .build()
+        .map_err(|e| failed(&what, e))?;
+    let config = DistributionConfig::builder()
+        .caller_reference(name)
+        .comment(name)
+        .enabled(true)
+        .origins(
+            Origins::builder()
+                .quantity(1)
+                .items(origin)
+                .build()
+                .map_err(|e| failed(&what, e))?,
+        )
+        .default_cache_behavior(
+            DefaultCacheBehavior::builder()
+                .target_origin_id("api")
+                .viewer_protocol_policy(ViewerProtocolPolicy::RedirectToHttps)
+                .cache_policy_id("4135ea2d-6df8-44a3-9df3-4b5a84be39ad")
+                .build()
+                .map_err(|e| failed(&what, e))?,
+        )
+        .build()
+        .map_err(|e| failed(&what, e))?;
+    let created = match client
+        .create_distribution()
+        .distribution_config(config)
+        .send()
+        .await
+    {
+        Ok(created) => created,
+        // Our caller reference is the name: it exists, though the listing
+        // (moto's has no comments) did not show it. Find it by reference.
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_distribution_already_exists()) =>
+        {
+            for summary in list
+                .distribution_list()
+                .map(|l| l.items())
+                .unwrap_or_default()
+            {
+                let config = client
+                    .get_distribution_config()
+                    .id(summary.id())
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        failed(&what, aws_sdk_cloudfront::error::DisplayErrorContext(e))
+                    })?;
+                if config
+                    .distribution_config()
+                    .is_some_and(|c| c.caller_reference() == name)
+                {
+                    return Ok(summary.id().to_owned());
+                }
+            }
+            return Err(failed(&what, "it exists but is not listed"));
+        }
+        Err(e) => {
+            return Err(failed(
+                &what,
+                aws_sdk_cloudfront::error::DisplayErrorContext(e),
+            ));
+        }
+    };
+    created
+        .distribution()
+        .map(|d| d.id().to_owned())
+        .ok_or_else(|| failed(&what, "the answer named no distribution"))
+}

@@ -2,9 +2,11 @@
 //! endpoint (a moto server in tests).
 
 pub mod bootstrap;
+pub mod cloudfront;
 pub mod dynamodb;
 pub mod sqs;
 
+pub use cloudfront::CloudFrontCdn;
 pub use dynamodb::DynamoTable;
 pub use sqs::SqsQueue;
 

@@ -87,6 +87,28 @@ impl SqsQueue {
         })
     }
 
+    /// Binds to a queue by URL without a call (a producer needs only
+    /// `sqs:SendMessage`); the ARN is read off the URL's
+    /// `https://sqs.<region>.amazonaws.com/<account>/<name>` shape.
+    pub fn from_url(client: Client, url: String, spec: QueueSpec) -> Self {
+        let parts: Vec<&str> = url.trim_end_matches('/').rsplit('/').take(2).collect();
+        let region = url
+            .split("://")
+            .nth(1)
+            .and_then(|host| host.split('.').nth(1))
+            .unwrap_or("unknown");
+        let arn = match parts.as_slice() {
+            [name, account] => format!("arn:aws:sqs:{region}:{account}:{name}"),
+            _ => format!("arn:aws:sqs:{region}:000000000000:{}", spec.name),
+        };
+        Self {
+            client,
+            url,
+            arn,
+            spec,
+        }
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }

@@ -1,11 +1,13 @@
 //! Adapters for the local host: a durable SQLite store behind every port.
 
+pub mod cdn;
 mod codec;
 mod expr;
 pub mod queue;
 pub mod store;
 pub mod table;
 
+pub use cdn::LocalEdge;
 pub use queue::EmbeddedQueue;
 pub use store::{EmbeddedStore, StoreError};
 pub use table::EmbeddedTable;

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::ids::IdError;
+use crate::shortener::ShortenerError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -107,6 +108,36 @@ impl From<IdError> for ApiError {
             IdError::ClockOutOfRange { .. } | IdError::InvalidConfig(_) => {
                 tracing::error!(error = %e, "clock outside the id range");
                 ApiError::internal()
+            }
+        }
+    }
+}
+
+impl From<ShortenerError> for ApiError {
+    fn from(e: ShortenerError) -> Self {
+        let message = e.to_string();
+        match e {
+            ShortenerError::InvalidUrl(_) => ApiError::bad_request("invalid_url", message),
+            ShortenerError::Invalid(code, _) => ApiError::bad_request(code, message),
+            ShortenerError::Alias(_) => ApiError::bad_request("invalid_alias", message),
+            ShortenerError::AliasTaken(_) => {
+                ApiError::new(StatusCode::CONFLICT, "alias_taken", message)
+            }
+            ShortenerError::NotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "link_not_found", message)
+            }
+            ShortenerError::Expired => ApiError::new(StatusCode::GONE, "link_expired", message),
+            ShortenerError::Exhausted => ApiError::new(StatusCode::GONE, "link_exhausted", message),
+            ShortenerError::ConfirmationRequired { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "confirmation_required", message)
+            }
+            ShortenerError::Throttled => ApiError {
+                code: "throttled",
+                ..ApiError::unavailable(message, 1)
+            },
+            ShortenerError::Store(_) => {
+                tracing::error!(error = %message, "link store failure");
+                ApiError::unavailable("the link store is unavailable; retry shortly", 1)
             }
         }
     }

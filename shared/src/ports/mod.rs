@@ -1,10 +1,12 @@
 //! Ports: what the domain needs from the outside world, one small trait per
 //! capability. Each has an `aws` and an `embedded` adapter.
 
+pub mod cdn;
 pub mod clock;
 pub mod queue;
 pub mod table;
 
+pub use cdn::{Cdn, CdnError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use queue::{OutgoingMessage, Queue, QueueError, QueueSpec, ReceivedMessage};
 pub use table::{

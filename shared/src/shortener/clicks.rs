@@ -1,0 +1,320 @@
+//! Click analytics. A redirect of a 302 link hands a `ClickEvent` to the
+//! `ClickSink`, which sends it to the clicks queue in the background (the
+//! redirect never waits on it); the click worker aggregates each event once,
+//! however often the queue delivers it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::error::ShortenerError;
+use crate::http::emf::Metrics;
+use crate::ports::queue::{MAX_BATCH, OutgoingMessage, Queue, QueueSpec};
+use crate::ports::table::{Condition, Key, Table, TableError, TxOp, Update, num};
+use crate::ports::{Clock, Item};
+
+pub const CLICK_QUEUE: &str = "shortener-clicks";
+pub const CLICK_DLQ: &str = "shortener-clicks-dlq";
+/// How long an event id is remembered to drop redeliveries: far beyond SQS's
+/// retention of a redelivered message under the redrive policy.
+const DEDUPE_SECS: u64 = 7 * 24 * 3600;
+const SINK_CAPACITY: usize = 10_000;
+const MAX_FIELD: usize = 512;
+
+pub fn click_queue() -> QueueSpec {
+    QueueSpec::new(CLICK_QUEUE)
+        .with_visibility(Duration::from_secs(30))
+        .with_dead_letter(CLICK_DLQ, 5)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClickEvent {
+    pub event_id: String,
+    pub link_id: String,
+    pub code: String,
+    pub at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+}
+
+fn clip(s: Option<&str>) -> Option<String> {
+    s.map(|s| {
+        let mut end = s.len().min(MAX_FIELD);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s[..end].to_owned()
+    })
+}
+
+impl ClickEvent {
+    pub fn new(
+        link_id: &str,
+        code: &str,
+        at_ms: u64,
+        referrer: Option<&str>,
+        user_agent: Option<&str>,
+    ) -> Self {
+        Self {
+            event_id: uuid::Uuid::new_v4().simple().to_string(),
+            link_id: link_id.to_owned(),
+            code: code.to_owned(),
+            at_ms,
+            referrer: clip(referrer),
+            user_agent: clip(user_agent),
+        }
+    }
+
+    /// Parses a queue message; anything malformed is refused (it can never
+    /// succeed, so the queue sends it to the DLQ).
+    pub fn parse(body: &str) -> Result<ClickEvent, String> {
+        let event: ClickEvent =
+            serde_json::from_str(body).map_err(|e| format!("not a click event: {e}"))?;
+        let id_ok =
+            |s: &str| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_graphic());
+        if !id_ok(&event.event_id) || !id_ok(&event.link_id) || !id_ok(&event.code) {
+            return Err("eventId, linkId and code must be 1 to 64 visible characters".into());
+        }
+        Ok(event)
+    }
+}
+
+/// What kind of device a user agent is, coarsely.
+pub fn device_class(user_agent: Option<&str>) -> &'static str {
+    let Some(ua) = user_agent.map(str::to_ascii_lowercase) else {
+        return "other";
+    };
+    let has = |words: &[&str]| words.iter().any(|w| ua.contains(w));
+    if has(&[
+        "bot",
+        "crawler",
+        "spider",
+        "curl/",
+        "wget/",
+        "python-",
+        "httpclient",
+        "okhttp",
+        "go-http",
+        "facebookexternalhit",
+        "slurp",
+        "preview",
+    ]) {
+        "bot"
+    } else if has(&["ipad", "tablet", "kindle", "silk/"])
+        || (ua.contains("android") && !ua.contains("mobile"))
+    {
+        "tablet"
+    } else if has(&["mobi", "iphone", "ipod", "android", "windows phone"]) {
+        "mobile"
+    } else if has(&["windows", "macintosh", "x11", "linux", "cros"]) {
+        "desktop"
+    } else {
+        "other"
+    }
+}
+
+/// The referrer's host, or `direct` when there is none to read.
+pub fn referrer_host(referrer: Option<&str>) -> String {
+    referrer
+        .and_then(|r| url::Url::parse(r).ok())
+        .and_then(|u| {
+            u.host_str()
+                .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+        })
+        .filter(|h| !h.is_empty() && h.len() <= 253)
+        .unwrap_or_else(|| "direct".to_owned())
+}
+
+/// The UTC day of a time, `YYYY-MM-DD`.
+pub fn utc_day(at_ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(at_ms);
+    humantime::format_rfc3339_seconds(t).to_string()[..10].to_owned()
+}
+
+pub fn stats_pk(link_id: &str) -> String {
+    format!("stats#{link_id}")
+}
+
+/// Adds each event to its link's counters once.
+pub struct ClickAggregator {
+    table: Arc<dyn Table>,
+    clock: Arc<dyn Clock>,
+}
+
+impl ClickAggregator {
+    pub fn new(table: Arc<dyn Table>, clock: Arc<dyn Clock>) -> Self {
+        Self { table, clock }
+    }
+
+    /// Counts `event`; `Ok(false)` if it was counted before. One transaction:
+    /// the event's marker (conditional on its absence) and the four counters.
+    pub async fn record(&self, event: &ClickEvent) -> Result<bool, ShortenerError> {
+        let now = self.clock.now_secs();
+        let mut marker = Key::new(format!("click#{}", event.event_id), "click").to_item();
+        marker.insert("ttl".into(), num(now + DEDUPE_SECS));
+        let pk = stats_pk(&event.link_id);
+        let counter = |sk: String| TxOp::Update {
+            key: Key::new(pk.clone(), sk),
+            update: Update::new().add("clicks", 1),
+            condition: None,
+        };
+        let ops = vec![
+            TxOp::Put {
+                item: marker,
+                condition: Some(Condition::absent_or_expired(now)),
+            },
+            counter("total".into()),
+            counter(format!("day#{}", utc_day(event.at_ms))),
+            counter(format!("ref#{}", referrer_host(event.referrer.as_deref()))),
+            counter(format!("dev#{}", device_class(event.user_agent.as_deref()))),
+        ];
+        match self.table.transact_write(ops).await {
+            Ok(()) => Ok(true),
+            Err(TableError::TransactionCanceled { failed }) if failed == [0] => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Reads a link's aggregated counters.
+pub fn fold_stats(items: &[Item], stats: &mut super::link::LinkStats) {
+    for item in items {
+        let (Some(sk), Some(clicks)) = (
+            crate::ports::table::get_str(item, "sk"),
+            crate::ports::table::get_i64(item, "clicks").and_then(|c| u64::try_from(c).ok()),
+        ) else {
+            continue;
+        };
+        if sk == "total" {
+            stats.total_clicks = clicks;
+        } else if let Some(day) = sk.strip_prefix("day#") {
+            stats.clicks_by_day.insert(day.to_owned(), clicks);
+        } else if let Some(host) = sk.strip_prefix("ref#") {
+            stats.referrers.insert(host.to_owned(), clicks);
+        } else if let Some(class) = sk.strip_prefix("dev#") {
+            stats.devices.insert(class.to_owned(), clicks);
+        }
+    }
+}
+
+/// Hands click events to the queue off the request path: a bounded buffer and
+/// one background task that sends batches of up to ten. A full buffer or a
+/// queue that keeps failing drops events (counted as `ClicksDropped`), never
+/// redirects.
+#[derive(Clone, Debug)]
+pub struct ClickSink {
+    tx: mpsc::Sender<ClickEvent>,
+}
+
+impl ClickSink {
+    pub fn spawn(queue: Arc<dyn Queue>) -> Self {
+        let (tx, rx) = mpsc::channel(SINK_CAPACITY);
+        tokio::spawn(send_loop(queue, rx));
+        Self { tx }
+    }
+
+    pub fn record(&self, event: ClickEvent) {
+        if self.tx.try_send(event).is_err() {
+            tracing::warn!("click buffer full; a click was dropped");
+            Metrics::new()
+                .dimension("Subsystem", "shortener")
+                .count("ClicksDropped", 1)
+                .emit();
+        }
+    }
+}
+
+async fn send_loop(queue: Arc<dyn Queue>, mut rx: mpsc::Receiver<ClickEvent>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let messages: Vec<OutgoingMessage> = batch
+            .drain(..)
+            .filter_map(|e| serde_json::to_string(&e).ok())
+            .map(OutgoingMessage::new)
+            .collect();
+        let mut delay = Duration::from_millis(50);
+        for attempt in 1..=4 {
+            match queue.send_batch(messages.clone()).await {
+                Ok(_) => break,
+                Err(e) if attempt == 4 => {
+                    tracing::error!(error = %e, dropped = messages.len(), "click events could not be queued");
+                    Metrics::new()
+                        .dimension("Subsystem", "shortener")
+                        .count("ClicksDropped", messages.len() as u64)
+                        .emit();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "queueing click events failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 4;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_are_classified() {
+        let iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148";
+        assert_eq!(device_class(Some(iphone)), "mobile");
+        assert_eq!(
+            device_class(Some("Mozilla/5.0 (iPad; CPU OS 17_0)")),
+            "tablet"
+        );
+        assert_eq!(
+            device_class(Some("Mozilla/5.0 (Linux; Android 14; SM-X200)")),
+            "tablet"
+        );
+        assert_eq!(
+            device_class(Some("Mozilla/5.0 (Linux; Android 14; Pixel 8) Mobile")),
+            "mobile"
+        );
+        assert_eq!(
+            device_class(Some("Mozilla/5.0 (Windows NT 10.0; Win64; x64)")),
+            "desktop"
+        );
+        assert_eq!(device_class(Some("Googlebot/2.1")), "bot");
+        assert_eq!(device_class(Some("curl/8.5.0")), "bot");
+        assert_eq!(device_class(None), "other");
+    }
+
+    #[test]
+    fn referrers_become_hosts() {
+        assert_eq!(
+            referrer_host(Some("https://News.Example.com/a?b")),
+            "news.example.com"
+        );
+        assert_eq!(referrer_host(Some("garbage")), "direct");
+        assert_eq!(referrer_host(None), "direct");
+        assert_eq!(utc_day(0), "1970-01-01");
+    }
+
+    #[test]
+    fn malformed_events_are_refused() {
+        assert!(ClickEvent::parse("{}").is_err());
+        assert!(ClickEvent::parse("not json").is_err());
+        let ok = ClickEvent::new("l1", "abc", 5, Some("https://x.example/"), None);
+        let body = serde_json::to_string(&ok).unwrap();
+        assert_eq!(ClickEvent::parse(&body).unwrap(), ok);
+        let mut bad = ok.clone();
+        bad.event_id = String::new();
+        assert!(ClickEvent::parse(&serde_json::to_string(&bad).unwrap()).is_err());
+        let long = "é".repeat(400);
+        assert_eq!(
+            ClickEvent::new("l", "c", 0, Some(&long), None)
+                .referrer
+                .unwrap()
+                .len(),
+            512
+        );
+    }
+}

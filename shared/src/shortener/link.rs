@@ -1,0 +1,319 @@
+//! A link: what it points to, how it redirects, when it stops. Validation of
+//! what users send, and the mapping to table items.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use super::code::ShortCode;
+use super::error::ShortenerError;
+use crate::ports::table::{Item, Key, get_i64, get_str, num, s};
+
+/// 301 (browsers and the CDN cache it) or 302 (every click reaches us).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u16", into = "u16")]
+pub enum RedirectKind {
+    Permanent,
+    Temporary,
+}
+
+impl RedirectKind {
+    pub fn status(self) -> u16 {
+        match self {
+            RedirectKind::Permanent => 301,
+            RedirectKind::Temporary => 302,
+        }
+    }
+}
+
+impl TryFrom<u16> for RedirectKind {
+    type Error = String;
+    fn try_from(v: u16) -> Result<Self, String> {
+        match v {
+            301 => Ok(RedirectKind::Permanent),
+            302 => Ok(RedirectKind::Temporary),
+            other => Err(format!("redirect must be 301 or 302, not {other}")),
+        }
+    }
+}
+
+impl From<RedirectKind> for u16 {
+    fn from(k: RedirectKind) -> u16 {
+        k.status()
+    }
+}
+
+/// A stored link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    pub code: ShortCode,
+    /// Unique per creation, so the stats of a deleted alias never carry over
+    /// to a new link that takes the same alias.
+    pub link_id: String,
+    pub long_url: String,
+    pub redirect: RedirectKind,
+    pub owner: Option<String>,
+    pub created_at_ms: u64,
+    pub expires_at_ms: Option<u64>,
+    pub max_visits: Option<u64>,
+    /// Counted only for links with `max_visits`, by an atomic conditional add.
+    pub visits: u64,
+    /// The dedupe index item that points here, for plain links.
+    pub index_pk: Option<String>,
+}
+
+pub const LINK_SK: &str = "link";
+pub const INDEX_SK: &str = "index";
+/// Expired links stay this long (answering 410) before the table drops them.
+pub const EXPIRED_RETENTION_SECS: u64 = 30 * 24 * 3600;
+
+pub fn link_key(code: &ShortCode) -> Key {
+    Key::new(format!("link#{code}"), LINK_SK)
+}
+
+impl Link {
+    pub fn key(&self) -> Key {
+        link_key(&self.code)
+    }
+
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_some_and(|e| now_ms >= e)
+    }
+
+    pub fn is_exhausted(&self) -> bool {
+        self.max_visits.is_some_and(|m| self.visits >= m)
+    }
+
+    pub fn to_item(&self) -> Item {
+        let mut item = self.key().to_item();
+        item.insert("code".into(), s(self.code.as_str()));
+        item.insert("linkId".into(), s(&self.link_id));
+        item.insert("longUrl".into(), s(&self.long_url));
+        item.insert("redirect".into(), num(self.redirect.status()));
+        item.insert("createdAt".into(), num(self.created_at_ms));
+        item.insert("visits".into(), num(self.visits));
+        if let Some(owner) = &self.owner {
+            item.insert("owner".into(), s(owner));
+        }
+        if let Some(e) = self.expires_at_ms {
+            item.insert("expiresAt".into(), num(e));
+            item.insert("ttl".into(), num(e / 1000 + EXPIRED_RETENTION_SECS));
+        }
+        if let Some(m) = self.max_visits {
+            item.insert("maxVisits".into(), num(m));
+        }
+        if let Some(pk) = &self.index_pk {
+            item.insert("indexPk".into(), s(pk));
+        }
+        item
+    }
+
+    pub fn from_item(item: &Item) -> Result<Link, ShortenerError> {
+        let corrupt = |field: &str| ShortenerError::Store(format!("link item without {field}"));
+        let code = get_str(item, "code").ok_or_else(|| corrupt("code"))?;
+        let redirect = get_i64(item, "redirect")
+            .and_then(|r| u16::try_from(r).ok())
+            .and_then(|r| RedirectKind::try_from(r).ok())
+            .ok_or_else(|| corrupt("redirect"))?;
+        let unsigned = |attr: &str| get_i64(item, attr).and_then(|v| u64::try_from(v).ok());
+        Ok(Link {
+            code: ShortCode::from_trusted(code.to_owned()),
+            link_id: get_str(item, "linkId")
+                .ok_or_else(|| corrupt("linkId"))?
+                .to_owned(),
+            long_url: get_str(item, "longUrl")
+                .ok_or_else(|| corrupt("longUrl"))?
+                .to_owned(),
+            redirect,
+            owner: get_str(item, "owner").map(str::to_owned),
+            created_at_ms: unsigned("createdAt").unwrap_or(0),
+            expires_at_ms: unsigned("expiresAt"),
+            max_visits: unsigned("maxVisits"),
+            visits: unsigned("visits").unwrap_or(0),
+            index_pk: get_str(item, "indexPk").map(str::to_owned),
+        })
+    }
+}
+
+/// The dedupe index item's partition: the owner (or `-` for anonymous links),
+/// the normalized URL's SHA-256 and the redirect kind.
+pub fn index_pk(owner: Option<&str>, normalized_url: &str, redirect: RedirectKind) -> String {
+    let digest = Sha256::digest(normalized_url.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "longurl#{}#{hex}#{}",
+        owner.unwrap_or("-"),
+        redirect.status()
+    )
+}
+
+/// Rules for long URLs.
+#[derive(Debug, Clone)]
+pub struct UrlPolicy {
+    pub max_length: usize,
+    /// The short domain itself: a link to it would redirect to itself.
+    pub short_host: String,
+}
+
+impl UrlPolicy {
+    /// Parses and normalizes (`url` serializes scheme and host in lower case,
+    /// drops default ports, percent-encodes) a user's long URL.
+    pub fn normalize(&self, raw: &str) -> Result<String, ShortenerError> {
+        let bad = |m: String| ShortenerError::InvalidUrl(m);
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err(bad("longUrl is empty".into()));
+        }
+        if raw.len() > self.max_length {
+            return Err(bad(format!(
+                "longUrl is {} characters; the limit is {}",
+                raw.len(),
+                self.max_length
+            )));
+        }
+        let url = Url::parse(raw).map_err(|e| bad(format!("longUrl is not a valid URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad(format!(
+                "longUrl must be http or https, not {}",
+                url.scheme()
+            )));
+        }
+        let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
+            return Err(bad("longUrl has no host".into()));
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad("longUrl must not carry a user name or password".into()));
+        }
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        if host == self.short_host {
+            return Err(bad(
+                "longUrl points at the short domain itself and would redirect in a loop".into(),
+            ));
+        }
+        let normalized = url.to_string();
+        if normalized.len() > self.max_length {
+            return Err(bad(format!(
+                "longUrl is {} characters once normalized; the limit is {}",
+                normalized.len(),
+                self.max_length
+            )));
+        }
+        Ok(normalized)
+    }
+}
+
+/// `expiresAt` as users write it: RFC 3339.
+pub fn parse_instant(field: &str, raw: &str) -> Result<u64, ShortenerError> {
+    let t = humantime::parse_rfc3339_weak(raw).map_err(|e| {
+        ShortenerError::Invalid(
+            field_name(field),
+            format!("{field} must be an RFC 3339 time such as 2030-01-31T12:00:00Z: {e}"),
+        )
+    })?;
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .map_err(|_| ShortenerError::Invalid(field_name(field), format!("{field} is before 1970")))
+}
+
+fn field_name(field: &str) -> &'static str {
+    match field {
+        "expiresAt" => "invalid_expires_at",
+        _ => "invalid_request",
+    }
+}
+
+pub fn format_instant(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
+}
+
+/// Per-link statistics, aggregated by the click worker.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkStats {
+    pub total_clicks: u64,
+    pub visits: u64,
+    pub clicks_by_day: std::collections::BTreeMap<String, u64>,
+    pub referrers: HashMap<String, u64>,
+    pub devices: HashMap<String, u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> UrlPolicy {
+        UrlPolicy {
+            max_length: 2048,
+            short_host: "hnl.example".into(),
+        }
+    }
+
+    #[test]
+    fn urls_are_normalized() {
+        let p = policy();
+        assert_eq!(
+            p.normalize("HTTPS://Example.COM:443/a b?q=1").unwrap(),
+            "https://example.com/a%20b?q=1"
+        );
+        assert_eq!(
+            p.normalize("http://example.com").unwrap(),
+            "http://example.com/"
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_refused() {
+        let p = policy();
+        for bad in [
+            "",
+            "example.com/x",
+            "ftp://example.com/",
+            "javascript:alert(1)",
+            "http://user:pw@example.com/",
+            "http://user@example.com/",
+            "https://hnl.example/abc",
+            "https://HNL.example./abc",
+            "http://",
+            "not a url",
+        ] {
+            assert!(p.normalize(bad).is_err(), "{bad} passed");
+        }
+        let long = format!("https://example.com/{}", "a".repeat(2040));
+        assert!(p.normalize(&long).is_err());
+    }
+
+    #[test]
+    fn a_link_survives_its_item() {
+        let link = Link {
+            code: ShortCode::from_trusted("abc1234".into()),
+            link_id: "l1".into(),
+            long_url: "https://example.com/".into(),
+            redirect: RedirectKind::Temporary,
+            owner: Some("nina".into()),
+            created_at_ms: 1,
+            expires_at_ms: Some(2_000),
+            max_visits: Some(3),
+            visits: 1,
+            index_pk: None,
+        };
+        let item = link.to_item();
+        assert_eq!(Link::from_item(&item).unwrap(), link);
+        assert_eq!(
+            get_i64(&item, "ttl"),
+            Some(2 + EXPIRED_RETENTION_SECS as i64)
+        );
+    }
+
+    #[test]
+    fn instants_parse_as_rfc3339() {
+        assert_eq!(
+            parse_instant("expiresAt", "1970-01-01T00:00:01Z").unwrap(),
+            1000
+        );
+        assert!(parse_instant("expiresAt", "tomorrow").is_err());
+        assert_eq!(format_instant(1000), "1970-01-01T00:00:01.000Z");
+    }
+}
