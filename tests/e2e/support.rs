@@ -234,3 +234,16 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// A local bearer token for `user`.
+pub async fn token(host: &LocalHost, user: &str) -> String {
+    let r = client()
+        .post(host.url("/local/v1/token"))
+        .json(&serde_json::json!({ "userId": user }))
+        .send()
+        .await
+        .expect("token request");
+    assert_eq!(r.status(), 200, "token for {user}");
+    let body: serde_json::Value = r.json().await.expect("token body");
+    body["token"].as_str().expect("token").to_owned()
+}

@@ -2,5 +2,6 @@
 
 mod support;
 
+mod cdn;
 mod queue;
 mod table;

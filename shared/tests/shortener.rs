@@ -1,0 +1,260 @@
+//! The shortener service on both table adapters: what each operation costs in
+//! table requests (read through the adapter's metrics), `maxVisits` under
+//! concurrency, and click counting that ignores redelivery.
+
+#[allow(dead_code)]
+#[path = "contract/support.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hanul_shared::ports::table::TableStats;
+use hanul_shared::ports::{SystemClock, Table};
+use hanul_shared::shortener::{
+    ClickAggregator, ClickEvent, CreateLink, RedirectKind, ShortenerConfig, ShortenerError,
+    ShortenerService,
+};
+
+fn config() -> ShortenerConfig {
+    ShortenerConfig::from_settings(|name| match name {
+        "SHORT_BASE_URL" => Some("https://hnl.example".into()),
+        "SHORTENER_CODE_KEY" => Some("a test key that is at least 32 characters".into()),
+        "SHORTENER_NEGATIVE_CACHE_TTL_SECONDS" => Some("60".into()),
+        _ => None,
+    })
+    .unwrap()
+}
+
+fn service(table: &Arc<dyn Table>) -> ShortenerService {
+    ShortenerService::new(table.clone(), Arc::new(SystemClock), config())
+}
+
+fn link(url: &str) -> CreateLink {
+    CreateLink {
+        long_url: url.into(),
+        ..CreateLink::default()
+    }
+}
+
+fn delta(before: TableStats, after: TableStats) -> TableStats {
+    TableStats {
+        reads: after.reads - before.reads,
+        writes: after.writes - before.writes,
+        queries: after.queries - before.queries,
+        transactions: after.transactions - before.transactions,
+        condition_failures: after.condition_failures - before.condition_failures,
+    }
+}
+
+const NOTHING: TableStats = TableStats {
+    reads: 0,
+    writes: 0,
+    queries: 0,
+    transactions: 0,
+    condition_failures: 0,
+};
+
+async fn each_operation_costs_what_it_should(table: Arc<dyn Table>) {
+    let s = service(&table);
+    // The first create also takes a block of numbers from the counter.
+    s.create(link("https://example.com/warm-up"), None)
+        .await
+        .unwrap();
+
+    let before = table.metrics();
+    let created = s.create(link("https://example.com/a"), None).await.unwrap();
+    assert!(created.created);
+    assert_eq!(
+        delta(before, table.metrics()),
+        TableStats {
+            transactions: 1,
+            ..NOTHING
+        },
+        "a create is one transactional write"
+    );
+
+    let code = created.link.code.to_string();
+    let before = table.metrics();
+    s.resolve(&code, true).await.unwrap();
+    assert_eq!(
+        delta(before, table.metrics()),
+        TableStats {
+            reads: 1,
+            ..NOTHING
+        },
+        "a cache miss is one read"
+    );
+    let before = table.metrics();
+    for _ in 0..10 {
+        s.resolve(&code, true).await.unwrap();
+    }
+    assert_eq!(
+        delta(before, table.metrics()),
+        NOTHING,
+        "cache hits read nothing"
+    );
+
+    let before = table.metrics();
+    for _ in 0..10 {
+        assert!(matches!(
+            s.resolve("zzzzzzz", true).await,
+            Err(ShortenerError::NotFound)
+        ));
+    }
+    assert_eq!(
+        delta(before, table.metrics()),
+        TableStats {
+            reads: 1,
+            ..NOTHING
+        },
+        "an unknown code is read once, then negatively cached"
+    );
+
+    let capped = s
+        .create(
+            CreateLink {
+                max_visits: Some(3),
+                ..link("https://example.com/capped")
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let code = capped.link.code.to_string();
+    s.resolve(&code, true).await.unwrap();
+    let before = table.metrics();
+    s.resolve(&code, true).await.unwrap();
+    assert_eq!(
+        delta(before, table.metrics()),
+        TableStats {
+            writes: 1,
+            ..NOTHING
+        },
+        "a capped link's visit is one conditional add and no read"
+    );
+}
+
+async fn max_visits_admits_exactly_n_under_concurrency(table: Arc<dyn Table>) {
+    let s = Arc::new(service(&table));
+    let capped = s
+        .create(
+            CreateLink {
+                max_visits: Some(7),
+                ..link("https://example.com/limited")
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let code = capped.link.code.to_string();
+    let visits = (0..40).map(|_| {
+        let s = s.clone();
+        let code = code.clone();
+        tokio::spawn(async move { s.resolve(&code, true).await })
+    });
+    let mut ok = 0;
+    for v in visits {
+        match v.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(ShortenerError::Exhausted) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(ok, 7);
+    // A HEAD (no visit) of an exhausted link is gone too.
+    assert!(matches!(
+        s.resolve(&code, false).await,
+        Err(ShortenerError::Exhausted)
+    ));
+}
+
+async fn clicks_are_counted_once_per_event(table: Arc<dyn Table>) {
+    let s = service(&table);
+    let created = s
+        .create(
+            CreateLink {
+                redirect: Some(RedirectKind::Temporary),
+                ..link("https://example.com/tracked")
+            },
+            Some("nina"),
+        )
+        .await
+        .unwrap();
+    let l = &created.link;
+    let aggregator = ClickAggregator::new(table.clone(), Arc::new(SystemClock));
+    let phone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148";
+    let first = ClickEvent::new(
+        &l.link_id,
+        l.code.as_str(),
+        0,
+        Some("https://news.example.org/x"),
+        Some(phone),
+    );
+    let second = ClickEvent::new(
+        &l.link_id,
+        l.code.as_str(),
+        86_400_000,
+        None,
+        Some("Googlebot/2.1"),
+    );
+    assert!(aggregator.record(&first).await.unwrap());
+    assert!(
+        !aggregator.record(&first).await.unwrap(),
+        "a redelivery is not counted"
+    );
+    assert!(aggregator.record(&second).await.unwrap());
+
+    let (_, stats) = s.details(l.code.as_str(), "nina").await.unwrap();
+    assert_eq!(stats.total_clicks, 2);
+    assert_eq!(stats.clicks_by_day.get("1970-01-01"), Some(&1));
+    assert_eq!(stats.clicks_by_day.get("1970-01-02"), Some(&1));
+    assert_eq!(stats.referrers.get("news.example.org"), Some(&1));
+    assert_eq!(stats.referrers.get("direct"), Some(&1));
+    assert_eq!(stats.devices.get("mobile"), Some(&1));
+    assert_eq!(stats.devices.get("bot"), Some(&1));
+    assert!(matches!(
+        s.details(l.code.as_str(), "someone-else").await,
+        Err(ShortenerError::NotFound)
+    ));
+}
+
+async fn a_retaken_alias_starts_with_fresh_stats(table: Arc<dyn Table>) {
+    let s = service(&table);
+    let queue_dir = tempfile::tempdir().unwrap();
+    let store = hanul_shared::embedded::EmbeddedStore::open(queue_dir.path()).unwrap();
+    let purges =
+        hanul_shared::embedded::EmbeddedQueue::new(store, hanul_shared::cdn::invalidation_queue());
+    let aliased = CreateLink {
+        alias: Some("launch".into()),
+        redirect: Some(RedirectKind::Temporary),
+        ..link("https://example.com/launch")
+    };
+    let first = s.create(aliased.clone(), Some("nina")).await.unwrap().link;
+    let aggregator = ClickAggregator::new(table.clone(), Arc::new(SystemClock));
+    aggregator
+        .record(&ClickEvent::new(&first.link_id, "launch", 0, None, None))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.create(aliased.clone(), Some("omar")).await,
+        Err(ShortenerError::AliasTaken(_))
+    ));
+    s.delete("launch", "nina", false, &purges).await.unwrap();
+    let second = s.create(aliased, Some("omar")).await.unwrap().link;
+    assert_ne!(second.link_id, first.link_id);
+    let (_, stats) = s.details("launch", "omar").await.unwrap();
+    assert_eq!(stats.total_clicks, 0);
+    // The edit queued the edge invalidation.
+    use hanul_shared::ports::Queue;
+    let queued = purges.receive(10, Duration::ZERO, None).await.unwrap();
+    assert_eq!(queued.len(), 1);
+    assert!(queued[0].body.contains("/api/v1/launch"));
+}
+
+on_both_tables!(
+    each_operation_costs_what_it_should,
+    max_visits_admits_exactly_n_under_concurrency,
+    clicks_are_counted_once_per_event,
+    a_retaken_alias_starts_with_fresh_stats,
+);
