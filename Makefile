@@ -10,6 +10,9 @@ test:
 bench:
 	cargo bench -p hanul-shared --bench ids
 
+load:
+	infra/scripts/load.sh
+
 venv:
 	infra/scripts/venv.sh
 

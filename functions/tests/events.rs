@@ -213,3 +213,52 @@ async fn shortener_clicks_event_counts_once_and_fails_the_malformed_one() {
 async fn cdn_invalidate_event_fails_only_the_bad_request() {
     assert_eq!(invoke_worker("cdn-invalidate").await, vec!["m2"]);
 }
+
+/// On Lambda a route with an optional token is public at the gateway: the
+/// function itself verifies a token that is sent.
+#[tokio::test]
+async fn lambda_checks_optional_tokens_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let function = hanul_functions::routes::find("shorten").unwrap();
+    let bare = Arc::new(
+        Platform::embedded(EmbeddedStore::open(dir.path()).unwrap())
+            .with_default("SHORT_BASE_URL", "https://hnl.example")
+            .with_default(
+                "SHORTENER_CODE_KEY",
+                "an example key of at least 32 characters",
+            ),
+    );
+    let refused = hanul_functions::runtime::lambda_router(function, bare).await;
+    assert!(refused.unwrap_err().to_string().contains("JWT_ISSUER"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let platform = Arc::new(
+        Platform::embedded(EmbeddedStore::open(dir.path()).unwrap())
+            .with_default("SHORT_BASE_URL", "https://hnl.example")
+            .with_default(
+                "SHORTENER_CODE_KEY",
+                "an example key of at least 32 characters",
+            )
+            .with_default("JWT_ISSUER", "http://127.0.0.1:9/pool")
+            .with_default("JWT_AUDIENCE", "client-1"),
+    );
+    let router = http::api(
+        hanul_functions::runtime::lambda_router(function, platform)
+            .await
+            .unwrap(),
+        http::DEFAULT_BODY_LIMIT,
+    );
+    let text = std::fs::read_to_string(event_path("shorten")).unwrap();
+    let mut event: Value = serde_json::from_str(&text).unwrap();
+    let anonymous = lambda_http::request::from_str(&event.to_string()).unwrap();
+    let response = router.clone().oneshot(anonymous).await.unwrap();
+    assert_eq!(response.status(), 201);
+    event["headers"]["authorization"] = Value::from("Bearer not-a-jwt");
+    let forged = lambda_http::request::from_str(&event.to_string()).unwrap();
+    let response = router.oneshot(forged).await.unwrap();
+    assert_eq!(
+        response.status(),
+        401,
+        "a bad token is refused, not ignored"
+    );
+}

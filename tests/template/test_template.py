@@ -141,6 +141,8 @@ EXPECTED_ENV = {
         "URLS_TABLE": {"Ref": "UrlsTable"},
         "SHORT_BASE_URL": {"Ref": "ShortBaseUrl"},
         "SHORTENER_CODE_KEY": {"Ref": "ShortCodeKey"},
+        "JWT_ISSUER": {"Fn::Sub": "https://cognito-idp.${AWS::Region}.amazonaws.com/${UserPool}"},
+        "JWT_AUDIENCE": {"Ref": "UserPoolClient"},
     },
     "ShortenerRedirectFunction": {
         "URLS_TABLE": {"Ref": "UrlsTable"},
@@ -506,6 +508,15 @@ def test_every_queue_has_a_dead_letter_queue_with_an_alarm(cfn):
         if dim["Name"] == "QueueName"
     }
     assert dead_letter <= alarmed, dead_letter - alarmed
+
+
+def test_optional_token_routes_can_verify_tokens(cfn):
+    # Public routes whose function reads an optional token need the pool's
+    # issuer and client to check it against.
+    lambdas = _resources_of(cfn, "AWS::Lambda::Function")
+    for fn_id in ("ShortenerShortenFunction", "ShortenerShortenBatchFunction"):
+        variables = lambdas[fn_id]["Properties"]["Environment"]["Variables"]
+        assert {"JWT_ISSUER", "JWT_AUDIENCE"} <= set(variables), fn_id
 
 
 def test_the_code_key_reaches_only_the_creating_functions(cfn):

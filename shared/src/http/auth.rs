@@ -102,6 +102,9 @@ pub enum TokenError {
     InvalidUserId,
     #[error("the token is invalid: {0}")]
     Invalid(String),
+    /// The keys to check it with could not be fetched.
+    #[error("cannot verify the token: {0}")]
+    Unavailable(String),
 }
 
 impl LocalTokens {

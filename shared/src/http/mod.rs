@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod emf;
 mod error;
+pub mod jwks;
 
 use std::time::Instant;
 
