@@ -35,9 +35,10 @@ fn the_openapi_file_describes_the_route_table() {
             let bearer_only = op["security"]
                 .as_sequence()
                 .is_some_and(|s| s.len() == 1 && s[0].get("bearer").is_some());
-            let anonymous_too = op["security"]
-                .as_sequence()
-                .is_some_and(|s| s.iter().any(|r| r.as_mapping().is_some_and(|m| m.is_empty())));
+            let anonymous_too = op["security"].as_sequence().is_some_and(|s| {
+                s.iter()
+                    .any(|r| r.as_mapping().is_some_and(|m| m.is_empty()))
+            });
             let auth = match (bearer_only, anonymous_too) {
                 (true, _) => "jwt",
                 (false, true) => "optional",
