@@ -399,7 +399,13 @@ async fn clicks_are_aggregated(backend: Backend) {
 }
 
 async fn owners_read_edit_and_delete(backend: Backend) {
-    let host = LocalHost::start_with(backend, &[("SHORTENER_DELETE_CONFIRM_VISITS", "2")]);
+    let host = LocalHost::start_with(
+        backend,
+        &[
+            ("SHORTENER_DELETE_CONFIRM_VISITS", "2"),
+            ("HANUL_METRICS", "true"),
+        ],
+    );
     let c = client();
     let nina = token(&host, "nina").await;
     let omar = token(&host, "omar").await;
@@ -525,6 +531,15 @@ async fn owners_read_edit_and_delete(backend: Backend) {
     );
     let r = c.delete(&api).bearer_auth(&nina).send().await.unwrap();
     assert_eq!(error_code(r, 404).await, "link_not_found");
+
+    // Three edits queued three invalidations; the cdn-invalidate worker sent
+    // them to the CDN (CloudFront on moto, the local purge on embedded).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while host.metric_sum("InvalidationsSent") < 3.0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(host.metric_sum("InvalidationsSent"), 3.0);
+    assert_eq!(host.metric_sum("InvalidationsFailed"), 0.0);
 }
 
 async fn qr_codes_and_batches(backend: Backend) {

@@ -81,7 +81,11 @@ impl LocalHost {
             .env("RUST_LOG", "warn")
             .env_remove("HANUL_BACKEND")
             .env_remove("HANUL_AWS_PREFIX")
-            .stdout(Stdio::null())
+            .stdout(
+                std::fs::File::create(self.data_dir.join(format!("stdout-{port}.log")))
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            )
             .stderr(
                 std::fs::File::create(self.data_dir.join(format!("stderr-{port}.log")))
                     .map(Stdio::from)
@@ -131,6 +135,24 @@ impl LocalHost {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// The sum of an EMF metric over every line the host printed so far
+    /// (start it with `HANUL_METRICS=true`).
+    pub fn metric_sum(&self, name: &str) -> f64 {
+        let Ok(dir) = std::fs::read_dir(&self.data_dir) else {
+            return 0.0;
+        };
+        dir.flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("stdout-"))
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .flat_map(|text| {
+                text.lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .filter_map(|v| v.get(name).and_then(serde_json::Value::as_f64))
+                    .collect::<Vec<_>>()
+            })
+            .sum()
     }
 
     pub fn pid(&self) -> u32 {
