@@ -3,6 +3,7 @@
 
 pub mod health;
 pub mod ids;
+pub mod ratelimit;
 pub mod routes;
 pub mod runtime;
 pub mod shortener;

@@ -104,6 +104,7 @@ pub static FUNCTIONS: &[Function] = &[
     crate::shortener::URLS_UPDATE,
     crate::shortener::URLS_DELETE,
     crate::shortener::URLS_QR,
+    crate::ratelimit::RATELIMIT_CHECK,
 ];
 
 pub fn find(name: &str) -> Option<&'static Function> {

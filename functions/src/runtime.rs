@@ -10,7 +10,8 @@ use hanul_shared::platform::{ConfigError, Platform};
 
 use crate::routes::{Auth, Function};
 
-/// The function's router as Lambda runs it. Where a route takes an optional
+/// The function's router as Lambda runs it, behind the rate-limit layer.
+/// Where a route takes an optional
 /// token, API Gateway lets every request through, so the function verifies
 /// tokens itself against the user pool named by `JWT_ISSUER` and
 /// `JWT_AUDIENCE`.
@@ -34,7 +35,8 @@ pub async fn lambda_router(
     } else {
         None
     };
-    let router = (function.build)(platform).await?;
+    let router = (function.build)(platform.clone()).await?;
+    let router = crate::ratelimit::rate_limited(router, &platform).await?;
     Ok(match verifier {
         Some(v) => router.layer(axum::middleware::from_fn_with_state(v, optional_token)),
         None => router,

@@ -29,7 +29,13 @@ async fn platform(dir: &tempfile::TempDir) -> Arc<Platform> {
             .with_default(
                 "SHORTENER_CODE_KEY",
                 "an example key of at least 32 characters",
-            ),
+            )
+            .with_default(
+                "SERVICE_API_KEYS",
+                "example:an-example-service-key-0123456789",
+            )
+            .with_default("JWT_ISSUER", "http://127.0.0.1:9/pool")
+            .with_default("JWT_AUDIENCE", "client-1"),
     );
     let shortener = platform.shortener().await.unwrap();
     let docs = CreateLink {
@@ -49,7 +55,9 @@ async fn invoke(name: &str) -> (u16, Value, axum::http::HeaderMap, Vec<u8>) {
     let platform = platform(&dir).await;
     let function = hanul_functions::routes::find(name).expect("function");
     let router = http::api(
-        (function.build)(platform).await.unwrap(),
+        hanul_functions::runtime::lambda_router(function, platform)
+            .await
+            .unwrap(),
         http::DEFAULT_BODY_LIMIT,
     );
     let response = router.oneshot(request).await.unwrap();
@@ -201,6 +209,24 @@ async fn urls_qr_event() {
         Some("image/png")
     );
     assert_eq!(&bytes[..4], b"\x89PNG");
+}
+
+#[tokio::test]
+async fn ratelimit_check_event() {
+    let (status, body, headers, _) = invoke("ratelimit-check").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rule"], "shorten-per-ip");
+    assert_eq!(body["allowed"], true);
+    assert_eq!(body["limit"], 60);
+    assert_eq!(body["remaining"], 59);
+    assert_eq!(body["source"], "store");
+    // The response's own fields are the calling service's quota here.
+    assert_eq!(
+        headers
+            .get("ratelimit-policy")
+            .and_then(|v| v.to_str().ok()),
+        Some("\"ratelimit-check-per-service\";q=100000;w=1")
+    );
 }
 
 #[tokio::test]

@@ -7,4 +7,5 @@ pub mod http;
 pub mod ids;
 pub mod platform;
 pub mod ports;
+pub mod ratelimit;
 pub mod shortener;

@@ -7,8 +7,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::aws::{CloudFrontCdn, DynamoTable, SqsQueue, bootstrap};
 use crate::embedded::{EmbeddedQueue, EmbeddedStore, EmbeddedTable, LocalEdge};
+use crate::http::service_keys::ServiceKeys;
 use crate::ids::{IdConfig, IdService};
 use crate::ports::{Cdn, Clock, Queue, QueueSpec, SystemClock, Table};
+use crate::ratelimit::{LimiterConfig, RateLimiter, RuleSet};
 use crate::shortener::{ShortenerConfig, ShortenerService};
 
 #[derive(Debug, thiserror::Error)]
@@ -21,16 +23,20 @@ pub enum TableName {
     IdLeases,
     /// Links, their dedupe index, the code counter and click counters.
     Urls,
+    /// Rate-limit state, one item per rule and key (per shard).
+    RateLimits,
 }
 
 impl TableName {
-    pub const ALL: &'static [TableName] = &[TableName::IdLeases, TableName::Urls];
+    pub const ALL: &'static [TableName] =
+        &[TableName::IdLeases, TableName::Urls, TableName::RateLimits];
 
     /// The name used locally and as the suffix of bootstrapped tables.
     pub fn logical(self) -> &'static str {
         match self {
             TableName::IdLeases => "id-leases",
             TableName::Urls => "urls",
+            TableName::RateLimits => "rate-limits",
         }
     }
 
@@ -39,6 +45,7 @@ impl TableName {
         match self {
             TableName::IdLeases => "ID_LEASES_TABLE",
             TableName::Urls => "URLS_TABLE",
+            TableName::RateLimits => "RATE_LIMITS_TABLE",
         }
     }
 }
@@ -74,6 +81,7 @@ pub struct Platform {
     queues: tokio::sync::Mutex<HashMap<String, Arc<dyn Queue>>>,
     ids: OnceLock<Arc<IdService>>,
     shortener: OnceLock<Arc<ShortenerService>>,
+    rate_limiter: tokio::sync::OnceCell<Arc<RateLimiter>>,
     cdn: tokio::sync::OnceCell<Arc<dyn Cdn>>,
     /// Values the host supplies for settings the environment leaves unset
     /// (the local host's short domain and generated keys).
@@ -115,6 +123,7 @@ impl Platform {
             queues: tokio::sync::Mutex::new(HashMap::new()),
             ids: OnceLock::new(),
             shortener: OnceLock::new(),
+            rate_limiter: tokio::sync::OnceCell::new(),
             cdn: tokio::sync::OnceCell::new(),
             defaults: HashMap::new(),
         }
@@ -123,6 +132,15 @@ impl Platform {
     /// Supplies `value` for setting `name` when the environment has none.
     pub fn with_default(mut self, name: &str, value: impl Into<String>) -> Self {
         self.defaults.insert(name.to_owned(), value.into());
+        self
+    }
+
+    /// Uses `table` for `name` instead of the backend's (the local host's
+    /// fault injection wraps a real adapter this way).
+    pub fn with_table(self, name: TableName, table: Arc<dyn Table>) -> Self {
+        if let Ok(mut tables) = self.tables.lock() {
+            tables.insert(name, table);
+        }
         self
     }
 
@@ -334,6 +352,46 @@ impl Platform {
             }));
         }
         Ok(service)
+    }
+
+    /// The instance's rate limiter: rules from the file named by
+    /// `RATE_LIMIT_RULES` (else the defaults that ship), state in the
+    /// rate-limits table.
+    pub async fn rate_limiter(&self) -> Result<Arc<RateLimiter>, ConfigError> {
+        self.rate_limiter
+            .get_or_try_init(|| async {
+                let rules = match self.setting("RATE_LIMIT_RULES") {
+                    Some(path) => {
+                        let text = std::fs::read_to_string(&path).map_err(|e| {
+                            ConfigError(format!("RATE_LIMIT_RULES={path}: cannot read it: {e}"))
+                        })?;
+                        RuleSet::parse(&text)
+                            .map_err(|e| ConfigError(format!("{e} (in {path})")))?
+                    }
+                    None => RuleSet::parse(crate::ratelimit::DEFAULT_RULES).map_err(ConfigError)?,
+                };
+                let config =
+                    LimiterConfig::from_settings(|n| self.setting(n)).map_err(ConfigError)?;
+                let table = self.table(TableName::RateLimits).await?;
+                Ok(Arc::new(RateLimiter::new(
+                    rules,
+                    table,
+                    self.clock.clone(),
+                    config,
+                )))
+            })
+            .await
+            .cloned()
+    }
+
+    /// The keys other services call internal routes with (`SERVICE_API_KEYS`).
+    pub fn service_keys(&self) -> Result<ServiceKeys, ConfigError> {
+        let raw = self.setting("SERVICE_API_KEYS").ok_or_else(|| {
+            ConfigError(
+                "SERVICE_API_KEYS is not set: it lists the service keys, `name:key,...`".into(),
+            )
+        })?;
+        ServiceKeys::parse(&raw).map_err(ConfigError)
     }
 
     /// Graceful shutdown: give back what this instance holds.

@@ -2,4 +2,5 @@
 
 mod gateway;
 mod ids;
+mod ratelimit;
 mod shortener;

@@ -257,6 +257,42 @@ macro_rules! on_both_backends {
     };
 }
 
+/// Runs the host with `env` and expects it to refuse to start; returns what
+/// it printed on stderr.
+pub fn start_fails(env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cmd = Command::new(binary());
+    cmd.arg("--addr")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("HANUL_BACKEND")
+        .env_remove("HANUL_AWS_PREFIX")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start hanul-local");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            assert!(!status.success(), "hanul-local exited cleanly");
+            let mut err = String::new();
+            if let Some(mut stderr) = child.stderr.take() {
+                use std::io::Read;
+                let _ = stderr.read_to_string(&mut err);
+            }
+            return err;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("hanul-local started although it should have refused to");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A local bearer token for `user`.
 pub async fn token(host: &LocalHost, user: &str) -> String {
     let r = client()

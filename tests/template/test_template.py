@@ -55,6 +55,7 @@ REQUIRED_ROUTES = {
     ("PATCH", "/api/v1/urls/{code}"): "ShortenerUrlsUpdateFunction",
     ("DELETE", "/api/v1/urls/{code}"): "ShortenerUrlsDeleteFunction",
     ("GET", "/api/v1/urls/{code}/qr"): "ShortenerUrlsQrFunction",
+    ("POST", "/api/v1/ratelimit/check"): "RatelimitCheckFunction",
 }
 
 # Routes that take no user token (Auth: {Authorizer: NONE}). The shorten
@@ -70,6 +71,7 @@ REQUIRED_PUBLIC_ROUTES = {
     ("GET", "/api/v1/{code}"),
     ("HEAD", "/api/v1/{code}"),
     ("GET", "/api/v1/urls/{code}/qr"),
+    ("POST", "/api/v1/ratelimit/check"),
 }
 
 # Routes that must require the user's token.
@@ -407,10 +409,16 @@ def test_roles_are_least_privilege(cfn, functions):
     unknown = set(EXPECTED_STATEMENTS) - set(functions)
     assert not unknown, f"EXPECTED_STATEMENTS names unknown functions {unknown}"
     roles = _resources_of(cfn, "AWS::IAM::Role")
+    http_functions = {fn_id for fn_id, _, _, _, _ in _http_api_events(source_template())}
     for fn_id in functions:
         role = roles[f"{fn_id}Role"]
-        managed = set(role["Properties"]["ManagedPolicyArns"])
-        assert managed == BASE_MANAGED_POLICIES, f"{fn_id}: managed policies {sorted(managed)}"
+        managed = {json.dumps(p, sort_keys=True) if not isinstance(p, str) else p
+                   for p in role["Properties"]["ManagedPolicyArns"]}
+        expected_managed = set(BASE_MANAGED_POLICIES)
+        if fn_id in http_functions:
+            # The rate-limit layer every HTTP function has.
+            expected_managed.add(json.dumps({"Ref": "RateLimitStatePolicy"}))
+        assert managed == expected_managed, f"{fn_id}: managed policies {sorted(managed)}"
         statements = _statements(role)
         got = []
         for st in statements:
@@ -424,6 +432,32 @@ def test_roles_are_least_privilege(cfn, functions):
         assert sorted(got, key=key) == sorted(expected, key=key), (
             f"{fn_id}: statements {got}, expected {expected} (update EXPECTED_STATEMENTS if intended)"
         )
+
+
+def test_the_rate_limit_policy_grants_only_conditional_puts(cfn):
+    (policy,) = _resources_of(cfn, "AWS::IAM::ManagedPolicy").values()
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Allow"
+    assert _as_list(statement["Action"]) == ["dynamodb:PutItem"]
+    assert statement["Resource"] == {"Fn::GetAtt": ["RateLimitsTable", "Arn"]}
+    lambdas = _resources_of(cfn, "AWS::Lambda::Function")
+    for fn_id, fn in lambdas.items():
+        assert fn["Properties"]["Environment"]["Variables"]["RATE_LIMITS_TABLE"] == {"Ref": "RateLimitsTable"}, fn_id
+
+
+def test_api_gateway_throttles_the_stage_and_costly_routes(cfn):
+    (stage,) = _resources_of(cfn, "AWS::ApiGatewayV2::Stage").values()
+    routes = stage["Properties"]["RouteSettings"]
+    for route in ("POST /api/v1/shorten", "POST /api/v1/shorten/batch"):
+        assert routes[route]["ThrottlingRateLimit"] > 0, route
+        assert routes[route]["ThrottlingBurstLimit"] > 0, route
+
+
+def test_service_keys_come_from_secrets_manager(cfn):
+    lambdas = _resources_of(cfn, "AWS::Lambda::Function")
+    value = lambdas["RatelimitCheckFunction"]["Properties"]["Environment"]["Variables"]["SERVICE_API_KEYS"]
+    assert "{{resolve:secretsmanager:${ServiceApiKeySecret}" in json.dumps(value)
+    assert cfn["Resources"]["ServiceApiKeySecret"]["Type"] == "AWS::SecretsManager::Secret"
 
 
 def test_function_environment(cfn):

@@ -1,4 +1,5 @@
 //! The local host: hanul's functions, gateway and queue workers in one process.
 
+pub mod faults;
 pub mod poller;
 pub mod server;

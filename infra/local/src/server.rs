@@ -203,7 +203,9 @@ pub async fn app(platform: Arc<Platform>, tokens: LocalTokens) -> Result<Router,
     let mut functions = Router::new();
     let mut auth = HashMap::new();
     for function in FUNCTIONS {
-        functions = functions.merge((function.build)(platform.clone()).await?);
+        let router = (function.build)(platform.clone()).await?;
+        let router = hanul_functions::ratelimit::rate_limited(router, &platform).await?;
+        functions = functions.merge(router);
         for route in function.routes {
             auth.insert((route.method.clone(), route.path.to_owned()), route.auth);
         }
@@ -255,14 +257,18 @@ pub async fn serve(args: Args) -> Result<(), StartError> {
             (Platform::aws(&config, args.aws_prefix.clone()), None)
         }
     };
-    let platform = Arc::new(
-        platform
-            .with_default("SHORT_BASE_URL", local_base_url(args.addr))
-            .with_default(
-                "SHORTENER_CODE_KEY",
-                kept_secret(&args.data_dir, "shortener-code-key")?,
-            ),
-    );
+    let platform = platform
+        .with_default("SHORT_BASE_URL", local_base_url(args.addr))
+        .with_default(
+            "SHORTENER_CODE_KEY",
+            kept_secret(&args.data_dir, "shortener-code-key")?,
+        )
+        .with_default(
+            "SERVICE_API_KEYS",
+            format!("local:{}", kept_secret(&args.data_dir, "service-api-key")?),
+        );
+    let platform =
+        Arc::new(crate::faults::rate_limit_store(platform).map_err(StartError::Invalid)?);
     let tokens = LocalTokens::new(
         &signing_secret(&args.data_dir)?,
         Duration::from_secs(24 * 3600),
@@ -310,10 +316,13 @@ pub async fn serve(args: Args) -> Result<(), StartError> {
         data_dir = %args.data_dir.display(),
         "hanul-local listening on http://{local}"
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| StartError::Io("serving".into(), e))?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(|e| StartError::Io("serving".into(), e))?;
 
     let _ = stop.send(true);
     for w in workers {

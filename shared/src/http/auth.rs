@@ -28,7 +28,12 @@ pub struct Caller {
 impl Caller {
     /// The caller, if the request carried a verified token.
     pub fn from_parts(parts: &Parts) -> Option<Caller> {
-        let context = parts.extensions.get::<RequestContext>()?;
+        Self::from_extensions(&parts.extensions)
+    }
+
+    /// The same, from a request's extensions.
+    pub fn from_extensions(extensions: &http::Extensions) -> Option<Caller> {
+        let context = extensions.get::<RequestContext>()?;
         #[allow(irrefutable_let_patterns, unreachable_patterns)]
         let RequestContext::ApiGatewayV2(context) = context else {
             return None;

@@ -5,6 +5,8 @@ pub mod auth;
 pub mod emf;
 mod error;
 pub mod jwks;
+pub mod ratelimit;
+pub mod service_keys;
 
 use std::time::Instant;
 

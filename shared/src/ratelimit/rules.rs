@@ -1,0 +1,503 @@
+//! Rules from YAML (`RATE_LIMIT_RULES`, else the default file that ships).
+//! Each rule is checked on its own so a mistake names the rule and field.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_yaml_ng::Value;
+
+use super::algorithm::{Algorithm, Limit};
+
+/// The rules that ship: `shared/src/ratelimit/default-rules.yaml`.
+pub const DEFAULT_RULES: &str = include_str!("default-rules.yaml");
+
+/// Where a rule takes the key it counts by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Ip,
+    /// The verified token's `sub`.
+    User,
+    /// The `x-api-key` header (stored hashed).
+    ApiKey,
+    /// Any request header (stored hashed), lower-case name.
+    Header(String),
+    /// One counter for everyone, sharded over `shards` items.
+    Global,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// Fail open: admit (within the in-process fallback limiter) and log.
+    Allow,
+    /// Fail closed: 503.
+    Deny,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub method: Option<http::Method>,
+    pub route: Option<String>,
+    pub key: KeySource,
+    pub algorithm: Algorithm,
+    pub limit: u64,
+    pub window_ms: u64,
+    pub burst: u64,
+    pub on_store_error: OnStoreError,
+    pub shadow: bool,
+    pub overrides: HashMap<String, u64>,
+    /// Items a `global` counter is spread over (1 for other keys).
+    pub shards: u64,
+}
+
+impl Rule {
+    /// The limit for a key, after overrides (burst scales with it).
+    pub fn limit_for(&self, key: &str) -> Limit {
+        match self.overrides.get(key) {
+            Some(&limit) => Limit {
+                limit,
+                window_ms: self.window_ms,
+                burst: if self.burst == self.limit {
+                    limit
+                } else {
+                    self.burst.max(1)
+                },
+            },
+            None => Limit {
+                limit: self.limit,
+                window_ms: self.window_ms,
+                burst: self.burst,
+            },
+        }
+    }
+
+    pub fn window_secs(&self) -> u64 {
+        (self.window_ms / 1000).max(1)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    rules: Vec<Arc<Rule>>,
+    by_route: HashMap<(http::Method, String), Vec<Arc<Rule>>>,
+    /// Rules that name no route, or only a method.
+    general: Vec<Arc<Rule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    rules: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMatch {
+    method: Option<String>,
+    route: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: String,
+    #[serde(rename = "match")]
+    matcher: Option<RawMatch>,
+    key: String,
+    algorithm: String,
+    limit: u64,
+    unit: String,
+    burst: Option<u64>,
+    on_store_error: Option<String>,
+    shadow: Option<bool>,
+    overrides: Option<BTreeMap<String, u64>>,
+    shards: Option<u64>,
+}
+
+pub const MAX_LIMIT: u64 = 1_000_000_000;
+/// A sliding log keeps one timestamp per admitted request in the state item.
+pub const MAX_SLIDING_LOG: u64 = 1000;
+
+fn unit_ms(unit: &str) -> Option<u64> {
+    Some(match unit {
+        "second" => 1000,
+        "minute" => 60_000,
+        "hour" => 3_600_000,
+        "day" => 86_400_000,
+        _ => return None,
+    })
+}
+
+impl RuleSet {
+    /// Parses and checks a rules file; the error names the rule and field.
+    pub fn parse(text: &str) -> Result<RuleSet, String> {
+        let file: RawFile = serde_yaml_ng::from_str(text)
+            .map_err(|e| format!("rate-limit rules: not a rules file: {e}"))?;
+        let mut rules = Vec::new();
+        let mut names = HashSet::new();
+        for (i, raw) in file.rules.into_iter().enumerate() {
+            let label = raw
+                .get("name")
+                .and_then(Value::as_str)
+                .map(|n| format!("rule {} ({n})", i + 1))
+                .unwrap_or_else(|| format!("rule {}", i + 1));
+            let raw: RawRule = serde_yaml_ng::from_value(raw)
+                .map_err(|e| format!("rate-limit rules: {label}: {e}"))?;
+            let rule = Self::check(raw).map_err(|(field, message)| {
+                format!("rate-limit rules: {label}: field `{field}`: {message}")
+            })?;
+            if !names.insert(rule.name.clone()) {
+                return Err(format!(
+                    "rate-limit rules: {label}: field `name`: {:?} is used twice",
+                    rule.name
+                ));
+            }
+            rules.push(Arc::new(rule));
+        }
+        Ok(Self::index(rules))
+    }
+
+    fn index(rules: Vec<Arc<Rule>>) -> RuleSet {
+        let mut by_route: HashMap<(http::Method, String), Vec<Arc<Rule>>> = HashMap::new();
+        let mut general = Vec::new();
+        for rule in &rules {
+            match (&rule.method, &rule.route) {
+                (Some(m), Some(r)) => by_route
+                    .entry((m.clone(), r.clone()))
+                    .or_default()
+                    .push(rule.clone()),
+                _ => general.push(rule.clone()),
+            }
+        }
+        RuleSet {
+            rules,
+            by_route,
+            general,
+        }
+    }
+
+    fn check(raw: RawRule) -> Result<Rule, (&'static str, String)> {
+        let name_ok = !raw.name.is_empty()
+            && raw.name.len() <= 64
+            && raw
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !name_ok {
+            return Err((
+                "name",
+                "1 to 64 letters, digits, `-`, `_` or `.` (it names the policy in headers)".into(),
+            ));
+        }
+        let (method, route) = match raw.matcher {
+            None => (None, None),
+            Some(m) => {
+                let method = m
+                    .method
+                    .map(|s| {
+                        http::Method::from_bytes(s.to_ascii_uppercase().as_bytes())
+                            .ok()
+                            .filter(|m| {
+                                ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+                                    .contains(&m.as_str())
+                            })
+                            .ok_or(("match.method", format!("{s:?} is not an HTTP method")))
+                    })
+                    .transpose()?;
+                if let Some(r) = &m.route
+                    && !r.starts_with('/')
+                {
+                    return Err((
+                        "match.route",
+                        format!(
+                            "{r:?} must be a route of the route table, such as /api/v1/shorten"
+                        ),
+                    ));
+                }
+                (method, m.route)
+            }
+        };
+        let key = match raw.key.as_str() {
+            "ip" => KeySource::Ip,
+            "user" => KeySource::User,
+            "api_key" => KeySource::ApiKey,
+            "global" => KeySource::Global,
+            other => match other.strip_prefix("header:") {
+                Some(h) if http::HeaderName::from_bytes(h.as_bytes()).is_ok() => {
+                    KeySource::Header(h.to_ascii_lowercase())
+                }
+                _ => {
+                    return Err((
+                        "key",
+                        format!("{other:?}: expected ip, user, api_key, header:<name> or global"),
+                    ));
+                }
+            },
+        };
+        let algorithm = match raw.algorithm.as_str() {
+            "token_bucket" => Algorithm::TokenBucket,
+            "leaky_bucket" => Algorithm::LeakyBucket,
+            "fixed_window" => Algorithm::FixedWindow,
+            "sliding_log" => Algorithm::SlidingLog,
+            "sliding_window" => Algorithm::SlidingWindow,
+            other => {
+                return Err((
+                    "algorithm",
+                    format!(
+                        "{other:?}: expected token_bucket, leaky_bucket, fixed_window, sliding_log or sliding_window"
+                    ),
+                ));
+            }
+        };
+        let max = if algorithm == Algorithm::SlidingLog {
+            MAX_SLIDING_LOG
+        } else {
+            MAX_LIMIT
+        };
+        if !(1..=max).contains(&raw.limit) {
+            return Err(("limit", format!("{} is not from 1 to {max}", raw.limit)));
+        }
+        let window_ms = unit_ms(&raw.unit).ok_or((
+            "unit",
+            format!("{:?}: expected second, minute, hour or day", raw.unit),
+        ))?;
+        let bucket = matches!(algorithm, Algorithm::TokenBucket | Algorithm::LeakyBucket);
+        let burst = match raw.burst {
+            Some(_) if !bucket => {
+                return Err((
+                    "burst",
+                    format!(
+                        "only bucket algorithms take a burst, not {}",
+                        algorithm.name()
+                    ),
+                ));
+            }
+            Some(b) if !(1..=MAX_LIMIT).contains(&b) => {
+                return Err(("burst", format!("{b} is not from 1 to {MAX_LIMIT}")));
+            }
+            Some(b) => b,
+            // A token bucket holds a window's worth; a leaky bucket lets
+            // requests through evenly, one at a time.
+            None if algorithm == Algorithm::TokenBucket => raw.limit,
+            None if algorithm == Algorithm::LeakyBucket => 1,
+            None => raw.limit,
+        };
+        let on_store_error = match raw.on_store_error.as_deref() {
+            None | Some("allow") => OnStoreError::Allow,
+            Some("deny") => OnStoreError::Deny,
+            Some(other) => {
+                return Err((
+                    "on_store_error",
+                    format!("{other:?}: expected allow or deny"),
+                ));
+            }
+        };
+        let overrides: HashMap<String, u64> =
+            raw.overrides.unwrap_or_default().into_iter().collect();
+        if let Some((k, v)) = overrides.iter().find(|(_, v)| !(1..=max).contains(*v)) {
+            return Err(("overrides", format!("{k:?}: {v} is not from 1 to {max}")));
+        }
+        let shards = match (raw.shards, &key) {
+            (Some(_), k) if *k != KeySource::Global => {
+                return Err(("shards", "only a global key is sharded".into()));
+            }
+            (Some(s), _) if !(1..=100).contains(&s) || s > raw.limit => {
+                return Err(("shards", format!("{s} is not from 1 to min(100, limit)")));
+            }
+            (Some(s), _) => s,
+            (None, KeySource::Global) => 10.min(raw.limit),
+            (None, _) => 1,
+        };
+        Ok(Rule {
+            name: raw.name,
+            method,
+            route,
+            key,
+            algorithm,
+            limit: raw.limit,
+            window_ms,
+            burst,
+            on_store_error,
+            shadow: raw.shadow.unwrap_or(false),
+            overrides,
+            shards,
+        })
+    }
+
+    /// Every route a rule names must be one the system serves: a typo would
+    /// otherwise never match and never say so.
+    pub fn check_routes(&self, known: &[(http::Method, &str)]) -> Result<(), String> {
+        for rule in &self.rules {
+            let Some(route) = &rule.route else { continue };
+            let served = known
+                .iter()
+                .any(|(m, r)| r == route && rule.method.as_ref().is_none_or(|rm| rm == m));
+            if !served {
+                let method = rule
+                    .method
+                    .as_ref()
+                    .map_or("any method".into(), ToString::to_string);
+                return Err(format!(
+                    "rate-limit rules: rule {}: field `match.route`: no function serves {method} {route}",
+                    rule.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The rules that apply to a request on `route` (as in the route table).
+    pub fn matching(&self, method: &http::Method, route: Option<&str>) -> Vec<Arc<Rule>> {
+        let mut out: Vec<Arc<Rule>> = Vec::new();
+        if let Some(route) = route
+            && let Some(rules) = self.by_route.get(&(method.clone(), route.to_owned()))
+        {
+            out.extend(rules.iter().cloned());
+        }
+        out.extend(
+            self.general
+                .iter()
+                .filter(|r| r.method.as_ref().is_none_or(|m| m == method))
+                .filter(|r| r.route.as_deref().is_none_or(|rr| Some(rr) == route))
+                .cloned(),
+        );
+        out
+    }
+
+    /// Whether any rule applies to requests on this route (no allocation:
+    /// the check every request makes).
+    pub fn applies(&self, method: &http::Method, route: Option<&str>) -> bool {
+        if self.rules.is_empty() {
+            return false;
+        }
+        if let Some(route) = route
+            && self.by_route.keys().any(|(m, r)| m == method && r == route)
+        {
+            return true;
+        }
+        self.general.iter().any(|r| {
+            r.method.as_ref().is_none_or(|m| m == method)
+                && r.route.as_deref().is_none_or(|rr| Some(rr) == route)
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Rule>> {
+        self.rules.iter().find(|r| r.name == name).cloned()
+    }
+
+    pub fn rules(&self) -> &[Arc<Rule>] {
+        &self.rules
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_rules_parse() {
+        let rules = RuleSet::parse(DEFAULT_RULES).unwrap();
+        assert!(!rules.is_empty());
+    }
+
+    #[test]
+    fn the_issue_example_parses() {
+        let text = r#"
+rules:
+  - name: shorten-per-ip
+    match: { method: POST, route: /api/v1/shorten }
+    key: ip
+    algorithm: token_bucket
+    limit: 20
+    unit: minute
+    burst: 20
+    on_store_error: allow
+    shadow: false
+    overrides: { "203.0.113.7": 1000 }
+"#;
+        let rules = RuleSet::parse(text).unwrap();
+        let rule = rules.get("shorten-per-ip").unwrap();
+        assert_eq!(rule.limit_for("203.0.113.7").limit, 1000);
+        assert_eq!(rule.limit_for("198.51.100.1").limit, 20);
+        assert_eq!(rule.window_ms, 60_000);
+        assert_eq!(
+            rules
+                .matching(&http::Method::POST, Some("/api/v1/shorten"))
+                .len(),
+            1
+        );
+        assert!(
+            rules
+                .matching(&http::Method::GET, Some("/api/v1/shorten"))
+                .is_empty()
+        );
+        assert!(
+            rules
+                .check_routes(&[(http::Method::POST, "/api/v1/shorten")])
+                .is_ok()
+        );
+        let err = rules
+            .check_routes(&[(http::Method::GET, "/health")])
+            .unwrap_err();
+        assert!(
+            err.contains("shorten-per-ip") && err.contains("match.route"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn mistakes_name_the_rule_and_field() {
+        let base = "  - name: r1\n    key: ip\n    algorithm: fixed_window\n    limit: 5\n    unit: minute\n";
+        let cases = [
+            (base.replace("fixed_window", "tokn_bucket"), "`algorithm`"),
+            (base.replace("key: ip", "key: cookie"), "`key`"),
+            (base.replace("unit: minute", "unit: fortnight"), "`unit`"),
+            (base.replace("limit: 5", "limit: 0"), "`limit`"),
+            (format!("{base}    burst: 3\n"), "`burst`"),
+            (
+                format!("{base}    on_store_error: maybe\n"),
+                "`on_store_error`",
+            ),
+            (format!("{base}    shards: 2\n"), "`shards`"),
+            (
+                format!("{base}    match: {{ route: api/v1/x }}\n"),
+                "`match.route`",
+            ),
+            (
+                format!("{base}    match: {{ method: FETCH }}\n"),
+                "`match.method`",
+            ),
+            (base.replace("name: r1", "name: \"has space\""), "`name`"),
+            (format!("{base}    colour: blue\n"), "unknown field"),
+            (base.replace("limit: 5", "limit: lots"), "limit"),
+        ];
+        for (rule, expected) in cases {
+            let text = format!("rules:\n{rule}");
+            let err = RuleSet::parse(&text).unwrap_err();
+            assert!(
+                err.contains("rule 1") && err.contains(expected),
+                "{expected}: {err}"
+            );
+        }
+        let twice = format!("rules:\n{base}{base}");
+        assert!(RuleSet::parse(&twice).unwrap_err().contains("used twice"));
+        assert!(RuleSet::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn defaults_depend_on_the_algorithm() {
+        let text = "rules:\n  - {name: a, key: ip, algorithm: token_bucket, limit: 9, unit: second}\n  - {name: b, key: ip, algorithm: leaky_bucket, limit: 9, unit: second}\n  - {name: c, key: global, algorithm: fixed_window, limit: 100, unit: hour}\n";
+        let rules = RuleSet::parse(text).unwrap();
+        assert_eq!(rules.get("a").unwrap().burst, 9);
+        assert_eq!(rules.get("b").unwrap().burst, 1);
+        assert_eq!(rules.get("c").unwrap().shards, 10);
+        assert_eq!(rules.get("a").unwrap().on_store_error, OnStoreError::Allow);
+        // A rule with no route applies everywhere.
+        assert_eq!(rules.matching(&http::Method::DELETE, Some("/x")).len(), 3);
+    }
+}

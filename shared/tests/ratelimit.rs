@@ -1,0 +1,329 @@
+//! The rate limiter on both table adapters: store requests per decision,
+//! exact limits under concurrency and across instances, and what happens
+//! when the store fails (fallback, fail closed, circuit breaker).
+
+#[allow(dead_code)]
+#[path = "contract/support.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hanul_shared::ports::table::{
+    Condition, Consistency, Item, Key, Page, Query, TableError, TableStats, TxOp, Update,
+};
+use hanul_shared::ports::{Clock, ManualClock, SystemClock, Table};
+use hanul_shared::ratelimit::{Identity, LimiterConfig, RateLimiter, RuleSet, Source};
+
+const RULES: &str = r#"
+rules:
+  - name: fifty
+    key: ip
+    algorithm: token_bucket
+    limit: 50
+    unit: hour
+  - name: windowed
+    key: user
+    algorithm: fixed_window
+    limit: 5
+    unit: hour
+    overrides: { "vip": 8 }
+  - name: everyone
+    key: global
+    algorithm: sliding_log
+    limit: 40
+    unit: hour
+    shards: 4
+  - name: strict
+    key: api_key
+    algorithm: leaky_bucket
+    limit: 10
+    unit: second
+    burst: 3
+    on_store_error: deny
+"#;
+
+fn limiter(table: &Arc<dyn Table>, clock: Arc<dyn Clock>) -> Arc<RateLimiter> {
+    Arc::new(RateLimiter::new(
+        RuleSet::parse(RULES).unwrap(),
+        table.clone(),
+        clock,
+        LimiterConfig {
+            store_timeout: Duration::from_secs(2),
+            ..LimiterConfig::default()
+        },
+    ))
+}
+
+fn from_ip(ip: &str) -> Identity {
+    Identity {
+        ip: Some(ip.into()),
+        ..Identity::default()
+    }
+}
+
+async fn admitted(limiter: &RateLimiter, rule: &str, key: &str) -> bool {
+    let rule = limiter.rules().get(rule).unwrap();
+    limiter.check(&rule, key).await.unwrap().decision.allowed
+}
+
+async fn an_admission_is_one_conditional_write_and_a_refusal_is_free(table: Arc<dyn Table>) {
+    let l = limiter(&table, Arc::new(SystemClock));
+    let rule = l.rules().get("windowed").unwrap();
+    let before = table.metrics();
+    for i in 0..5 {
+        let o = l.check(&rule, "nina").await.unwrap();
+        assert!(o.decision.allowed);
+        assert_eq!(o.decision.remaining, 4 - i);
+        assert_eq!(o.source, Source::Store);
+    }
+    let after = table.metrics();
+    assert_eq!(after.writes - before.writes, 5, "one write per admission");
+    assert_eq!(after.reads - before.reads, 0, "no read");
+    assert_eq!(after.condition_failures - before.condition_failures, 0);
+    for _ in 0..10 {
+        let o = l.check(&rule, "nina").await.unwrap();
+        assert!(!o.decision.allowed);
+        assert_eq!(o.source, Source::Local);
+        assert!(o.decision.retry_after_ms > 0);
+    }
+    assert_eq!(
+        table.metrics().writes,
+        after.writes,
+        "refusals write nothing"
+    );
+    // Overrides raise one key's limit.
+    for _ in 0..8 {
+        assert!(admitted(&l, "windowed", "vip").await);
+    }
+    assert!(!admitted(&l, "windowed", "vip").await);
+}
+
+async fn two_hundred_concurrent_requests_against_fifty(table: Arc<dyn Table>) {
+    let l = limiter(&table, Arc::new(SystemClock));
+    let tasks = (0..200).map(|_| {
+        let l = l.clone();
+        tokio::spawn(async move {
+            let verdict = l
+                .check_request(
+                    &http::Method::GET,
+                    Some("/anything"),
+                    &from_ip("203.0.113.9"),
+                )
+                .await;
+            verdict
+                .outcomes
+                .iter()
+                .find(|o| o.rule.name == "fifty")
+                .map(|o| o.decision.allowed)
+        })
+    });
+    let mut allowed = 0;
+    for t in tasks {
+        if t.await.unwrap() == Some(true) {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 50);
+}
+
+async fn instances_share_one_limit_and_conflicts_are_retried(table: Arc<dyn Table>) {
+    // Two instances (two limiters, two caches) on one table.
+    let a = limiter(&table, Arc::new(SystemClock));
+    let b = limiter(&table, Arc::new(SystemClock));
+    let before = table.metrics();
+    let mut decisions = 0u64;
+    let mut allowed = 0;
+    for i in 0..30 {
+        let l = if i % 2 == 0 { &a } else { &b };
+        decisions += 1;
+        if admitted(l, "windowed", "shared-user").await {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 5, "the limit holds across instances");
+    let after = table.metrics();
+    let writes = after.writes - before.writes;
+    let conflicts = after.condition_failures - before.condition_failures;
+    assert_eq!(after.reads - before.reads, 0, "conflicts need no read");
+    assert!(conflicts >= 1, "alternating instances conflict");
+    println!(
+        "contention: {decisions} decisions, {allowed} admitted, {writes} writes ({conflicts} conflicts), 0 reads"
+    );
+}
+
+async fn a_global_rule_is_sharded_and_still_bounded(table: Arc<dyn Table>) {
+    let l = limiter(&table, Arc::new(SystemClock));
+    let mut allowed = 0;
+    for _ in 0..100 {
+        if admitted(&l, "everyone", "*").await {
+            allowed += 1;
+        }
+    }
+    assert!(allowed <= 40, "{allowed} admitted against a limit of 40");
+    assert!(
+        allowed >= 30,
+        "random shards should admit most of the limit: {allowed}"
+    );
+}
+
+on_both_tables!(
+    an_admission_is_one_conditional_write_and_a_refusal_is_free,
+    two_hundred_concurrent_requests_against_fifty,
+    instances_share_one_limit_and_conflicts_are_retried,
+    a_global_rule_is_sharded_and_still_bounded,
+);
+
+/// A store that fails every call and counts them (an in-memory fake is
+/// fine inside a test).
+#[derive(Default)]
+struct Failing {
+    calls: AtomicU64,
+}
+
+#[async_trait]
+impl Table for Failing {
+    fn name(&self) -> &str {
+        "failing"
+    }
+    async fn get(&self, _: &Key, _: Consistency) -> Result<Option<Item>, TableError> {
+        self.fail()
+    }
+    async fn put(&self, _: Item, _: Option<Condition>) -> Result<(), TableError> {
+        self.fail()
+    }
+    async fn update(&self, _: &Key, _: Update, _: Option<Condition>) -> Result<Item, TableError> {
+        self.fail()
+    }
+    async fn delete(&self, _: &Key, _: Option<Condition>) -> Result<Option<Item>, TableError> {
+        self.fail()
+    }
+    async fn query(&self, _: Query) -> Result<Page, TableError> {
+        self.fail()
+    }
+    async fn batch_get(&self, _: &[Key]) -> Result<Vec<Item>, TableError> {
+        self.fail()
+    }
+    async fn batch_put(&self, _: Vec<Item>) -> Result<(), TableError> {
+        self.fail()
+    }
+    async fn transact_write(&self, _: Vec<TxOp>) -> Result<(), TableError> {
+        self.fail()
+    }
+    fn metrics(&self) -> TableStats {
+        TableStats::default()
+    }
+}
+
+impl Failing {
+    fn fail<T>(&self) -> Result<T, TableError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        Err(TableError::Unavailable("down".into()))
+    }
+}
+
+#[tokio::test]
+async fn a_failing_store_fails_open_within_the_fallback_or_closed_and_trips_the_breaker() {
+    let failing = Arc::new(Failing::default());
+    let table: Arc<dyn Table> = failing.clone();
+    let clock = ManualClock::new(1_800_000_000_000);
+    let l = limiter(&table, clock.clone());
+
+    // `allow` rules pass, counted by the in-process limiter: the token
+    // bucket's fallback admits its burst (50), then refuses.
+    let fifty = l.rules().get("fifty").unwrap();
+    let mut allowed = 0;
+    for _ in 0..60 {
+        let o = l.check(&fifty, "198.51.100.1").await.unwrap();
+        assert_eq!(o.source, Source::Fallback);
+        if o.decision.allowed {
+            allowed += 1;
+        } else {
+            assert!(o.decision.retry_after_ms > 0);
+        }
+    }
+    assert_eq!(allowed, 50);
+    // The breaker opened after five failures: the store was called five times.
+    assert_eq!(failing.calls.load(Ordering::Relaxed), 5);
+
+    // `deny` rules fail closed.
+    let strict = l.rules().get("strict").unwrap();
+    assert!(l.check(&strict, "key-1").await.is_err());
+    assert_eq!(
+        failing.calls.load(Ordering::Relaxed),
+        5,
+        "the breaker is open"
+    );
+
+    // After the cooldown the store is tried again; one more failure reopens.
+    clock.advance(31_000);
+    assert!(l.check(&strict, "key-1").await.is_err());
+    assert_eq!(failing.calls.load(Ordering::Relaxed), 6);
+    assert!(l.check(&strict, "key-1").await.is_err());
+    assert_eq!(failing.calls.load(Ordering::Relaxed), 6);
+}
+
+/// A store that answers too late: the decision does not wait for it.
+struct Slow;
+
+#[async_trait]
+impl Table for Slow {
+    fn name(&self) -> &str {
+        "slow"
+    }
+    async fn get(&self, _: &Key, _: Consistency) -> Result<Option<Item>, TableError> {
+        Ok(None)
+    }
+    async fn put(&self, _: Item, _: Option<Condition>) -> Result<(), TableError> {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        Ok(())
+    }
+    async fn update(&self, _: &Key, _: Update, _: Option<Condition>) -> Result<Item, TableError> {
+        Err(TableError::Unavailable("n/a".into()))
+    }
+    async fn delete(&self, _: &Key, _: Option<Condition>) -> Result<Option<Item>, TableError> {
+        Ok(None)
+    }
+    async fn query(&self, _: Query) -> Result<Page, TableError> {
+        Ok(Page::default())
+    }
+    async fn batch_get(&self, _: &[Key]) -> Result<Vec<Item>, TableError> {
+        Ok(Vec::new())
+    }
+    async fn batch_put(&self, _: Vec<Item>) -> Result<(), TableError> {
+        Ok(())
+    }
+    async fn transact_write(&self, _: Vec<TxOp>) -> Result<(), TableError> {
+        Ok(())
+    }
+    fn metrics(&self) -> TableStats {
+        TableStats::default()
+    }
+}
+
+#[tokio::test]
+async fn a_slow_store_times_out_and_the_rule_decides() {
+    let table: Arc<dyn Table> = Arc::new(Slow);
+    let l = RateLimiter::new(
+        RuleSet::parse(RULES).unwrap(),
+        table,
+        Arc::new(SystemClock),
+        LimiterConfig {
+            store_timeout: Duration::from_millis(50),
+            ..LimiterConfig::default()
+        },
+    );
+    let started = std::time::Instant::now();
+    let fifty = l.rules().get("fifty").unwrap();
+    let o = l.check(&fifty, "1.2.3.4").await.unwrap();
+    assert!(o.decision.allowed);
+    assert_eq!(o.source, Source::Fallback);
+    let strict = l.rules().get("strict").unwrap();
+    assert!(l.check(&strict, "k").await.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "waited for the slow store"
+    );
+}
