@@ -21,14 +21,27 @@ use crate::routes::{self, Auth, FUNCTIONS, Function};
 
 /// Wraps a function's router in the rate-limit layer (both hosts call this
 /// for every HTTP function). The rules' routes are checked against the
-/// route table first: a rule for a route nobody serves stops the start.
-pub async fn rate_limited(router: Router, platform: &Platform) -> Result<Router, ConfigError> {
+/// route table first: a rule for a route nobody serves stops the start. A
+/// function no rule can apply to gets no layer, and pays nothing.
+pub async fn rate_limited(
+    function: &Function,
+    router: Router,
+    platform: &Platform,
+) -> Result<Router, ConfigError> {
     let limiter = platform.rate_limiter().await?;
-    let routes: Vec<(http::Method, &str)> = FUNCTIONS
+    let all: Vec<(http::Method, &str)> = FUNCTIONS
         .iter()
         .flat_map(|f| f.routes.iter().map(|r| (r.method.clone(), r.path)))
         .collect();
-    limiter.rules().check_routes(&routes).map_err(ConfigError)?;
+    limiter.rules().check_routes(&all).map_err(ConfigError)?;
+    let own: Vec<(http::Method, &str)> = function
+        .routes
+        .iter()
+        .map(|r| (r.method.clone(), r.path))
+        .collect();
+    if !limiter.rules().may_apply(&own) {
+        return Ok(router);
+    }
     Ok(router.layer(axum::middleware::from_fn_with_state(
         limiter,
         layer::rate_limit,

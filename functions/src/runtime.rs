@@ -36,7 +36,7 @@ pub async fn lambda_router(
         None
     };
     let router = (function.build)(platform.clone()).await?;
-    let router = crate::ratelimit::rate_limited(router, &platform).await?;
+    let router = crate::ratelimit::rate_limited(function, router, &platform).await?;
     Ok(match verifier {
         Some(v) => router.layer(axum::middleware::from_fn_with_state(v, optional_token)),
         None => router,

@@ -321,17 +321,19 @@ async fn redirect(
     State(state): State<RedirectState>,
     method: Method,
     Path(code): Path<String>,
-    headers: HeaderMap,
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let visit = method == Method::GET;
     let target = state.service.resolve(&code, visit).await?;
     if visit && target.kind == RedirectKind::Temporary {
+        // Headers are read in place, not copied: this is the hot path.
+        let headers = request.headers();
         state.clicks.record(ClickEvent::new(
             &target.link_id,
             target.code.as_str(),
             state.service.clock().now_ms(),
-            header_str(&headers, header::REFERER),
-            header_str(&headers, header::USER_AGENT),
+            header_str(headers, header::REFERER),
+            header_str(headers, header::USER_AGENT),
         ));
     }
     // The URL crate serializes long URLs as ASCII, so this cannot fail for

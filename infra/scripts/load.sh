@@ -53,7 +53,7 @@ wait_port "$HELLO_PORT"
 echo "== baseline: axum hello, GET /x ($DURATION, $CONNECTIONS connections, $THREADS wrk thread)"
 BASE=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" "http://127.0.0.1:$HELLO_PORT/x" | tee /dev/stderr | rps)
 
-RUST_LOG=${RUST_LOG:-info} "$BIN/hanul-local" --addr "127.0.0.1:$HOST_PORT" --data-dir "$DATA" \
+RUST_LOG=${RUST_LOG:-info} RATE_LIMIT_RULES=${RATE_LIMIT_RULES:-infra/load/rules.yaml} "$BIN/hanul-local" --addr "127.0.0.1:$HOST_PORT" --data-dir "$DATA" \
   2>"$DATA/host.log" >/dev/null &
 PIDS+=($!)
 wait_port "$HOST_PORT"
@@ -65,7 +65,7 @@ curl -fsS -o /dev/null "http://127.0.0.1:$HOST_PORT/$CODE" -w '' || true
 echo "== redirect, cache hit: GET /$CODE (301)"
 REDIRECT=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" "http://127.0.0.1:$HOST_PORT/$CODE" | tee /dev/stderr | rps)
 
-echo "== create: POST /api/v1/shorten, a new URL each time (durable: fsync per commit)"
+echo "== create: POST /api/v1/shorten, a new URL each time (durable; with its rate-limit write)"
 CREATE_OUT=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -s infra/load/shorten.lua "http://127.0.0.1:$HOST_PORT")
 echo "$CREATE_OUT"
 CREATED=$(echo "$CREATE_OUT" | sed -nE 's/.*created_per_s=([0-9]+).*/\1/p')

@@ -59,7 +59,11 @@ fn rules(limit: u64, unit: &str) -> RuleSet {
             format!(
                 "  - {{name: {n}, key: ip, algorithm: {n}, limit: {l}, unit: {unit}{burst}}}\n",
                 n = a.name(),
-                l = if *a == Algorithm::SlidingLog { limit.min(1000) } else { limit },
+                l = if *a == Algorithm::SlidingLog {
+                    limit.min(1000)
+                } else {
+                    limit
+                },
             )
         })
         .collect();
@@ -69,7 +73,12 @@ fn rules(limit: u64, unit: &str) -> RuleSet {
 fn limiter(dir: &tempfile::TempDir, rules: RuleSet) -> RateLimiter {
     let store = EmbeddedStore::open(dir.path()).unwrap();
     let table: Arc<dyn Table> = Arc::new(EmbeddedTable::new(store, "rate-limits"));
-    RateLimiter::new(rules, table, Arc::new(SystemClock), LimiterConfig::default())
+    RateLimiter::new(
+        rules,
+        table,
+        Arc::new(SystemClock),
+        LimiterConfig::default(),
+    )
 }
 
 fn stored(c: &mut Criterion) {
@@ -128,11 +137,12 @@ fn precheck(c: &mut Criterion) {
 
 fn fallback(c: &mut Criterion) {
     let mut group = c.benchmark_group("ratelimit/governor fallback");
-    let limiter: DefaultKeyedRateLimiter<String> = DefaultKeyedRateLimiter::keyed(
-        Quota::per_second(NonZeroU32::new(1_000_000).unwrap()),
-    );
+    let limiter: DefaultKeyedRateLimiter<String> =
+        DefaultKeyedRateLimiter::keyed(Quota::per_second(NonZeroU32::new(1_000_000).unwrap()));
     let key = "rl#rule#203.0.113.3".to_owned();
-    group.bench_function("check_key", |b| b.iter(|| black_box(limiter.check_key(&key).is_ok())));
+    group.bench_function("check_key", |b| {
+        b.iter(|| black_box(limiter.check_key(&key).is_ok()))
+    });
     group.finish();
 }
 

@@ -1,4 +1,8 @@
 use clap::Parser;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use hanul_local::server::{Args, serve};
 
 #[tokio::main]

@@ -123,10 +123,14 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     options.open(path)?.write_all(contents.as_bytes())
 }
 
+/// Shared by every request (an `Arc`: the keys are not cloned per request).
 #[derive(Clone)]
-struct Gateway {
+struct Gateway(Arc<GatewayInner>);
+
+struct GatewayInner {
     tokens: LocalTokens,
-    auth: Arc<HashMap<(Method, String), Auth>>,
+    /// Route path → the auth of each method on it.
+    auth: HashMap<&'static str, Vec<(Method, Auth)>>,
 }
 
 /// What API Gateway does before a function runs: on a JWT route, reject a
@@ -140,25 +144,20 @@ async fn gateway(State(gw): State<Gateway>, mut request: Request, next: Next) ->
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    let method = if request.method() == Method::HEAD {
-        Method::GET
-    } else {
-        request.method().clone()
-    };
+        .map(MatchedPath::as_str);
+    let method = request.method();
     // A route missing from the table fails closed. A known path with another
     // method passes on without claims (the router answers 405).
-    let auth = match route {
-        Some(r) => match gw.auth.get(&(method, r.clone())) {
-            Some(auth) => *auth,
-            None if gw.auth.keys().any(|(_, path)| *path == r) => Auth::None,
-            None => Auth::Jwt,
-        },
+    let auth = match route.and_then(|r| gw.0.auth.get(r)) {
+        Some(methods) => methods
+            .iter()
+            .find(|(m, _)| m == method || (method == Method::HEAD && m == Method::GET))
+            .map_or(Auth::None, |(_, auth)| *auth),
         None => Auth::Jwt,
     };
     if auth != Auth::None {
         let (mut parts, body) = request.into_parts();
-        match (bearer(&parts).map(|t| gw.tokens.verify(t)), auth) {
+        match (bearer(&parts).map(|t| gw.0.tokens.verify(t)), auth) {
             (Some(Ok(claims)), _) => {
                 parts.extensions.insert(jwt_context(claims));
             }
@@ -188,10 +187,10 @@ async fn issue_token(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let token = gw
-        .tokens
-        .issue(&req.user_id, now)
-        .map_err(|e| ApiError::bad_request("invalid_user_id", e.to_string()))?;
+    let token =
+        gw.0.tokens
+            .issue(&req.user_id, now)
+            .map_err(|e| ApiError::bad_request("invalid_user_id", e.to_string()))?;
     Ok(Json(
         json!({ "token": token, "tokenType": "Bearer", "userId": req.user_id }),
     ))
@@ -201,19 +200,18 @@ async fn issue_token(
 /// local-only routes, and the layers every function has.
 pub async fn app(platform: Arc<Platform>, tokens: LocalTokens) -> Result<Router, StartError> {
     let mut functions = Router::new();
-    let mut auth = HashMap::new();
+    let mut auth: HashMap<&'static str, Vec<(Method, Auth)>> = HashMap::new();
     for function in FUNCTIONS {
         let router = (function.build)(platform.clone()).await?;
-        let router = hanul_functions::ratelimit::rate_limited(router, &platform).await?;
+        let router = hanul_functions::ratelimit::rate_limited(function, router, &platform).await?;
         functions = functions.merge(router);
         for route in function.routes {
-            auth.insert((route.method.clone(), route.path.to_owned()), route.auth);
+            auth.entry(route.path)
+                .or_default()
+                .push((route.method.clone(), route.auth));
         }
     }
-    let gw = Gateway {
-        tokens,
-        auth: Arc::new(auth),
-    };
+    let gw = Gateway(Arc::new(GatewayInner { tokens, auth }));
     let functions = functions.route_layer(middleware::from_fn_with_state(gw.clone(), gateway));
     let local = Router::new()
         .route("/local/v1/token", post(issue_token))

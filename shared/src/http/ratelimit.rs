@@ -156,14 +156,15 @@ pub async fn rate_limit(
     request: Request,
     next: Next,
 ) -> Response {
-    let method = request.method().clone();
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    if !limiter.rules().applies(&method, route.as_deref()) {
+        .map(MatchedPath::as_str);
+    if !limiter.rules().applies(request.method(), route) {
         return next.run(request).await;
     }
+    let method = request.method().clone();
+    let route = route.map(str::to_owned);
     let identity = identity(&request);
     let verdict = limiter
         .check_request(&method, route.as_deref(), &identity)

@@ -382,6 +382,17 @@ impl RuleSet {
         })
     }
 
+    /// Whether any rule can ever apply to one of these routes: a function
+    /// none can apply to needs no rate-limit layer at all.
+    pub fn may_apply(&self, routes: &[(http::Method, &str)]) -> bool {
+        self.rules.iter().any(|rule| {
+            routes.iter().any(|(method, route)| {
+                rule.method.as_ref().is_none_or(|m| m == method)
+                    && rule.route.as_deref().is_none_or(|r| r == *route)
+            })
+        })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
@@ -499,5 +510,22 @@ rules:
         assert_eq!(rules.get("a").unwrap().on_store_error, OnStoreError::Allow);
         // A rule with no route applies everywhere.
         assert_eq!(rules.matching(&http::Method::DELETE, Some("/x")).len(), 3);
+    }
+
+    #[test]
+    fn a_function_no_rule_names_needs_no_layer() {
+        let text = "rules:\n  - {name: a, key: ip, algorithm: fixed_window, limit: 9, unit: second, match: {method: POST, route: /api/v1/shorten}}\n";
+        let rules = RuleSet::parse(text).unwrap();
+        assert!(rules.may_apply(&[(http::Method::POST, "/api/v1/shorten")]));
+        assert!(!rules.may_apply(&[
+            (http::Method::GET, "/{code}"),
+            (http::Method::HEAD, "/{code}")
+        ]));
+        assert!(!rules.applies(&http::Method::GET, Some("/api/v1/shorten")));
+        let everywhere = RuleSet::parse(
+            "rules:\n  - {name: b, key: ip, algorithm: fixed_window, limit: 9, unit: second}\n",
+        )
+        .unwrap();
+        assert!(everywhere.may_apply(&[(http::Method::GET, "/{code}")]));
     }
 }
