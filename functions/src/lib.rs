@@ -3,9 +3,12 @@
 
 pub mod health;
 pub mod ids;
+pub mod notify;
 pub mod ratelimit;
 pub mod routes;
 pub mod runtime;
 pub mod shortener;
 
-pub use routes::{Auth, FUNCTIONS, Function, Route, SqsHandler, WORKERS, Worker};
+pub use routes::{
+    Auth, FUNCTIONS, Function, PERIODIC, Periodic, Route, SqsHandler, WORKERS, Worker,
+};

@@ -85,6 +85,14 @@ pub const fn delete(path: &'static str, auth: Auth) -> Route {
 }
 
 /// API Gateway routes HEAD on its own; axum's `get` answers it too.
+pub const fn put(path: &'static str, auth: Auth) -> Route {
+    Route {
+        method: Method::PUT,
+        path,
+        auth,
+    }
+}
+
 pub const fn head(path: &'static str, auth: Auth) -> Route {
     Route {
         method: Method::HEAD,
@@ -105,6 +113,13 @@ pub static FUNCTIONS: &[Function] = &[
     crate::shortener::URLS_DELETE,
     crate::shortener::URLS_QR,
     crate::ratelimit::RATELIMIT_CHECK,
+    crate::notify::DEVICES_PUT,
+    crate::notify::DEVICES_LIST,
+    crate::notify::DEVICES_DELETE,
+    crate::notify::SETTINGS_GET,
+    crate::notify::SETTINGS_PUT,
+    crate::notify::NOTIFICATIONS_SEND,
+    crate::notify::NOTIFICATIONS_STATUS,
 ];
 
 pub fn find(name: &str) -> Option<&'static Function> {
@@ -131,8 +146,36 @@ pub struct Worker {
 pub static WORKERS: &[Worker] = &[
     crate::shortener::CLICKS_WORKER,
     crate::shortener::CDN_INVALIDATE_WORKER,
+    crate::notify::PUSH_IOS_WORKER,
+    crate::notify::PUSH_ANDROID_WORKER,
+    crate::notify::SMS_WORKER,
+    crate::notify::EMAIL_WORKER,
 ];
 
 pub fn find_worker(name: &str) -> Option<&'static Worker> {
     WORKERS.iter().find(|w| w.name == name)
+}
+
+pub type TickFuture = Pin<Box<dyn Future<Output = Result<(), lambda_runtime::Error>> + Send>>;
+
+/// One run of a periodic job.
+pub type Tick = Arc<dyn Fn() -> TickFuture + Send + Sync>;
+
+pub type TickBuildFuture = Pin<Box<dyn Future<Output = Result<Tick, ConfigError>> + Send>>;
+
+/// A function that runs on a schedule: an EventBridge rule on AWS
+/// (`rate(...)` in template.yaml), a timer in the local host.
+pub struct Periodic {
+    pub name: &'static str,
+    /// The AWS schedule's period; the local host's default period.
+    pub every: std::time::Duration,
+    /// Overrides the local period (for tests and demos), in milliseconds.
+    pub local_every_var: &'static str,
+    pub build: fn(Arc<Platform>) -> TickBuildFuture,
+}
+
+pub static PERIODIC: &[Periodic] = &[crate::notify::NOTIFY_SCHEDULER];
+
+pub fn find_periodic(name: &str) -> Option<&'static Periodic> {
+    PERIODIC.iter().find(|p| p.name == name)
 }

@@ -61,3 +61,19 @@ pub async fn run_worker(name: &str) -> Result<(), lambda_runtime::Error> {
     let handler = (worker.build)(platform).await?;
     lambda_runtime::run(lambda_runtime::service_fn(move |event| handler(event))).await
 }
+
+/// Runs one periodic function on Lambda, fed by an EventBridge schedule.
+pub async fn run_periodic(name: &str) -> Result<(), lambda_runtime::Error> {
+    http::init_tracing();
+    let periodic = crate::routes::find_periodic(name)
+        .ok_or_else(|| format!("no periodic function named {name}"))?;
+    let platform = Arc::new(Platform::aws_from_env().await);
+    let tick = (periodic.build)(platform).await?;
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |_: lambda_runtime::LambdaEvent<serde_json::Value>| {
+            let tick = tick.clone();
+            async move { tick().await }
+        },
+    ))
+    .await
+}

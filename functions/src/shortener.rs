@@ -180,7 +180,7 @@ pub const CDN_INVALIDATE_WORKER: Worker = Worker {
     },
 };
 
-fn batch_failures(ids: Vec<String>) -> SqsBatchResponse {
+pub(crate) fn batch_failures(ids: Vec<String>) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
     for id in ids {
         let mut failure = BatchItemFailure::default();

@@ -5,6 +5,7 @@ pub mod cdn;
 pub mod embedded;
 pub mod http;
 pub mod ids;
+pub mod notify;
 pub mod platform;
 pub mod ports;
 pub mod ratelimit;

@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::aws::{CloudFrontCdn, DynamoTable, SqsQueue, bootstrap};
-use crate::embedded::{EmbeddedQueue, EmbeddedStore, EmbeddedTable, LocalEdge};
+use crate::aws::{CloudFrontCdn, DynamoTable, SesEmail, SnsPush, SnsSms, SqsQueue, bootstrap};
+use crate::embedded::{EmbeddedQueue, EmbeddedStore, EmbeddedTable, LocalEdge, Outbox};
 use crate::http::service_keys::ServiceKeys;
 use crate::ids::{IdConfig, IdService};
+use crate::notify::{DeliveryQueue, DeliveryWorker, NotifyService, Senders, WorkerConfig};
 use crate::ports::{Cdn, Clock, Queue, QueueSpec, SystemClock, Table};
 use crate::ratelimit::{LimiterConfig, RateLimiter, RuleSet};
 use crate::shortener::{ShortenerConfig, ShortenerService};
@@ -25,11 +26,20 @@ pub enum TableName {
     Urls,
     /// Rate-limit state, one item per rule and key (per shard).
     RateLimits,
+    /// Devices, settings, notifications, deliveries, due items, attempts.
+    Notify,
+    /// The local host's outbox of sent notifications.
+    Outbox,
 }
 
 impl TableName {
-    pub const ALL: &'static [TableName] =
-        &[TableName::IdLeases, TableName::Urls, TableName::RateLimits];
+    pub const ALL: &'static [TableName] = &[
+        TableName::IdLeases,
+        TableName::Urls,
+        TableName::RateLimits,
+        TableName::Notify,
+        TableName::Outbox,
+    ];
 
     /// The name used locally and as the suffix of bootstrapped tables.
     pub fn logical(self) -> &'static str {
@@ -37,6 +47,8 @@ impl TableName {
             TableName::IdLeases => "id-leases",
             TableName::Urls => "urls",
             TableName::RateLimits => "rate-limits",
+            TableName::Notify => "notify",
+            TableName::Outbox => "outbox",
         }
     }
 
@@ -46,6 +58,8 @@ impl TableName {
             TableName::IdLeases => "ID_LEASES_TABLE",
             TableName::Urls => "URLS_TABLE",
             TableName::RateLimits => "RATE_LIMITS_TABLE",
+            TableName::Notify => "NOTIFY_TABLE",
+            TableName::Outbox => "OUTBOX_TABLE",
         }
     }
 }
@@ -68,6 +82,8 @@ enum Backend {
         dynamodb: aws_sdk_dynamodb::Client,
         sqs: aws_sdk_sqs::Client,
         cloudfront: aws_sdk_cloudfront::Client,
+        sns: aws_sdk_sns::Client,
+        sesv2: aws_sdk_sesv2::Client,
         /// Local host against moto: physical names are `prefix + logical`,
         /// created on first use.
         bootstrap_prefix: Option<String>,
@@ -82,6 +98,8 @@ pub struct Platform {
     ids: OnceLock<Arc<IdService>>,
     shortener: OnceLock<Arc<ShortenerService>>,
     rate_limiter: tokio::sync::OnceCell<Arc<RateLimiter>>,
+    notify: tokio::sync::OnceCell<Arc<NotifyService>>,
+    senders: tokio::sync::OnceCell<Senders>,
     cdn: tokio::sync::OnceCell<Arc<dyn Cdn>>,
     /// Values the host supplies for settings the environment leaves unset
     /// (the local host's short domain and generated keys).
@@ -110,6 +128,8 @@ impl Platform {
             dynamodb: aws_sdk_dynamodb::Client::new(config),
             sqs: aws_sdk_sqs::Client::new(config),
             cloudfront: aws_sdk_cloudfront::Client::new(config),
+            sns: aws_sdk_sns::Client::new(config),
+            sesv2: aws_sdk_sesv2::Client::new(config),
             bootstrap_prefix,
         };
         Self::with(backend, Arc::new(SystemClock))
@@ -124,6 +144,8 @@ impl Platform {
             ids: OnceLock::new(),
             shortener: OnceLock::new(),
             rate_limiter: tokio::sync::OnceCell::new(),
+            notify: tokio::sync::OnceCell::new(),
+            senders: tokio::sync::OnceCell::new(),
             cdn: tokio::sync::OnceCell::new(),
             defaults: HashMap::new(),
         }
@@ -142,6 +164,14 @@ impl Platform {
             tables.insert(name, table);
         }
         self
+    }
+
+    /// Uses these providers instead of the backend's (the local host records
+    /// what leaves, and can be told to fail). Only before any worker starts.
+    pub fn set_senders(&self, senders: Senders) -> Result<(), ConfigError> {
+        self.senders
+            .set(senders)
+            .map_err(|_| ConfigError("the notification providers are already in use".into()))
     }
 
     /// A setting: the environment variable, else the host's default.
@@ -392,6 +422,133 @@ impl Platform {
             )
         })?;
         ServiceKeys::parse(&raw).map_err(ConfigError)
+    }
+
+    /// The notification service (queues for every channel).
+    pub async fn notify(&self) -> Result<Arc<NotifyService>, ConfigError> {
+        self.notify
+            .get_or_try_init(|| async {
+                let table = self.table(TableName::Notify).await?;
+                let mut queues = std::collections::HashMap::new();
+                for q in DeliveryQueue::ALL {
+                    queues.insert(q, self.queue(&q.spec()).await?);
+                }
+                let limiter = self.rate_limiter().await?;
+                Ok(Arc::new(NotifyService::new(
+                    table,
+                    self.clock.clone(),
+                    queues,
+                    Some(limiter),
+                )))
+            })
+            .await
+            .cloned()
+    }
+
+    /// The providers: SNS and SES on AWS (push needs
+    /// `NOTIFY_APNS_APPLICATION_ARN` and `NOTIFY_FCM_APPLICATION_ARN`, email
+    /// `NOTIFY_EMAIL_FROM`; created on moto when bootstrapping), the outbox
+    /// locally. A worker asks only for its own channel's, so the SMS worker
+    /// needs no push settings.
+    pub async fn senders(&self, queue: DeliveryQueue) -> Result<Senders, ConfigError> {
+        if let Some(senders) = self.senders.get() {
+            return Ok(senders.clone());
+        }
+        match &self.backend {
+            Backend::Embedded { .. } => {
+                let outbox = Arc::new(Outbox::new(
+                    self.table(TableName::Outbox).await?,
+                    self.clock.clone(),
+                ));
+                let senders = Senders {
+                    push: outbox.clone(),
+                    sms: outbox.clone(),
+                    email: outbox,
+                };
+                Ok(self.senders.get_or_init(|| async { senders }).await.clone())
+            }
+            Backend::Aws {
+                sns,
+                sesv2,
+                bootstrap_prefix,
+                ..
+            } => {
+                let unconfigured = Arc::new(crate::notify::worker::Unconfigured);
+                let mut senders = Senders {
+                    push: unconfigured.clone(),
+                    sms: unconfigured.clone(),
+                    email: unconfigured,
+                };
+                let need = |name: &str| {
+                    self.setting(name).ok_or_else(|| {
+                        ConfigError(format!(
+                            "{name} is not set: the {} worker needs it",
+                            queue.name()
+                        ))
+                    })
+                };
+                match queue {
+                    DeliveryQueue::PushIos | DeliveryQueue::PushAndroid => {
+                        let (apns, fcm) = match bootstrap_prefix {
+                            Some(prefix) => {
+                                let make = |name: String, kind: &'static str| async move {
+                                    bootstrap::ensure_platform_application(sns, &name, kind)
+                                        .await
+                                        .map_err(|e| ConfigError(e.to_string()))
+                                };
+                                (
+                                    make(format!("{prefix}apns"), "APNS").await?,
+                                    make(format!("{prefix}fcm"), "GCM").await?,
+                                )
+                            }
+                            None => (
+                                need("NOTIFY_APNS_APPLICATION_ARN")?,
+                                need("NOTIFY_FCM_APPLICATION_ARN")?,
+                            ),
+                        };
+                        senders.push = Arc::new(SnsPush::new(sns.clone(), apns, fcm));
+                    }
+                    DeliveryQueue::Sms => senders.sms = Arc::new(SnsSms::new(sns.clone())),
+                    DeliveryQueue::Email => {
+                        let from = match (self.setting("NOTIFY_EMAIL_FROM"), bootstrap_prefix) {
+                            (Some(from), _) => from,
+                            (None, Some(_)) => "noreply@hanul.example".to_owned(),
+                            (None, None) => need("NOTIFY_EMAIL_FROM")?,
+                        };
+                        if bootstrap_prefix.is_some() {
+                            bootstrap::ensure_email_identity(sesv2, &from)
+                                .await
+                                .map_err(|e| ConfigError(e.to_string()))?;
+                        }
+                        senders.email = Arc::new(SesEmail::new(sesv2.clone(), from));
+                    }
+                }
+                Ok(senders)
+            }
+        }
+    }
+
+    /// The delivery worker for one queue.
+    pub async fn delivery_worker(
+        &self,
+        queue: DeliveryQueue,
+    ) -> Result<DeliveryWorker, ConfigError> {
+        let config = WorkerConfig::from_settings(|n| self.setting(n)).map_err(ConfigError)?;
+        Ok(DeliveryWorker::new(
+            self.table(TableName::Notify).await?,
+            self.clock.clone(),
+            self.senders(queue).await?,
+            config,
+        ))
+    }
+
+    /// Every provider of the backend, for a host that wraps them (the local
+    /// host's outbox recording and failure injection).
+    pub async fn all_senders(&self) -> Result<Senders, ConfigError> {
+        let push = self.senders(DeliveryQueue::PushIos).await?.push;
+        let sms = self.senders(DeliveryQueue::Sms).await?.sms;
+        let email = self.senders(DeliveryQueue::Email).await?.email;
+        Ok(Senders { push, sms, email })
     }
 
     /// Graceful shutdown: give back what this instance holds.

@@ -1,5 +1,6 @@
 //! The local host: hanul's functions, gateway and queue workers in one process.
 
 pub mod faults;
+pub mod outbox;
 pub mod poller;
 pub mod server;

@@ -16,9 +16,13 @@ use axum::{Json, Router};
 use clap::{Parser, ValueEnum};
 use hanul_functions::{Auth, FUNCTIONS};
 use hanul_shared::embedded::EmbeddedStore;
+use hanul_shared::embedded::Outbox;
 use hanul_shared::http::auth::{LocalTokens, bearer, jwt_context};
 use hanul_shared::http::{self, ApiError};
-use hanul_shared::platform::Platform;
+use hanul_shared::notify::Senders;
+use hanul_shared::platform::{Platform, TableName};
+
+use crate::outbox::{Failing, Recorded};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
@@ -52,6 +56,23 @@ pub struct Args {
     /// Print CloudWatch EMF metric lines on stdout.
     #[arg(long, env = "HANUL_METRICS", default_value_t = false)]
     pub metrics: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Serve every function (the default).
+    Serve,
+    /// Move the messages of a queue's dead-letter queue back to the queue,
+    /// e.g. `hanul-local redrive notify-email`.
+    Redrive {
+        /// The queue (its DLQ is `<queue>-dlq`).
+        queue: String,
+        /// Move at most this many.
+        #[arg(long, default_value_t = 10_000)]
+        max: usize,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -198,7 +219,11 @@ async fn issue_token(
 
 /// The whole local API: every function's router, the gateway check, the
 /// local-only routes, and the layers every function has.
-pub async fn app(platform: Arc<Platform>, tokens: LocalTokens) -> Result<Router, StartError> {
+pub async fn app(
+    platform: Arc<Platform>,
+    tokens: LocalTokens,
+    outbox: Arc<Outbox>,
+) -> Result<Router, StartError> {
     let mut functions = Router::new();
     let mut auth: HashMap<&'static str, Vec<(Method, Auth)>> = HashMap::new();
     for function in FUNCTIONS {
@@ -215,9 +240,65 @@ pub async fn app(platform: Arc<Platform>, tokens: LocalTokens) -> Result<Router,
     let functions = functions.route_layer(middleware::from_fn_with_state(gw.clone(), gateway));
     let local = Router::new()
         .route("/local/v1/token", post(issue_token))
-        .with_state(gw);
+        .with_state(gw)
+        .route(
+            "/local/v1/outbox",
+            axum::routing::get(list_outbox).with_state(outbox),
+        );
     let body_limit = http::body_limit_from_env().map_err(StartError::Invalid)?;
     Ok(http::api(functions.merge(local), body_limit))
+}
+
+/// Every push, SMS and email that left, in send order.
+async fn list_outbox(
+    State(outbox): State<Arc<Outbox>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let items = outbox
+        .list()
+        .await
+        .map_err(|e| ApiError::unavailable(format!("the outbox cannot be read: {e}"), 1))?;
+    Ok(Json(json!({ "items": items })))
+}
+
+/// The platform of `args`: the embedded store, or the AWS adapters.
+async fn open_platform(args: &Args) -> Result<(Platform, Option<Arc<EmbeddedStore>>), StartError> {
+    Ok(match args.backend {
+        BackendKind::Embedded => {
+            let store = EmbeddedStore::open(&args.data_dir)?;
+            (Platform::embedded(store.clone()), Some(store))
+        }
+        BackendKind::Aws => {
+            let config = hanul_shared::aws::sdk_config().await;
+            (Platform::aws(&config, args.aws_prefix.clone()), None)
+        }
+    })
+}
+
+/// `hanul-local redrive <queue>`: the DLQ's messages back to the queue.
+pub async fn redrive(args: &Args, queue: &str, max: usize) -> Result<usize, StartError> {
+    let spec = hanul_functions::WORKERS
+        .iter()
+        .map(|w| (w.queue)())
+        .find(|spec| spec.name == queue)
+        .ok_or_else(|| {
+            let names: Vec<String> = hanul_functions::WORKERS
+                .iter()
+                .map(|w| (w.queue)().name)
+                .collect();
+            StartError::Invalid(format!(
+                "no queue {queue:?}; the queues are {}",
+                names.join(", ")
+            ))
+        })?;
+    let (platform, _) = open_platform(args).await?;
+    let target = platform.queue(&spec).await?;
+    let dlq = platform
+        .dead_letter_queue(&spec)
+        .await?
+        .ok_or_else(|| StartError::Invalid(format!("{queue} has no dead-letter queue")))?;
+    hanul_shared::ports::queue::redrive(dlq.as_ref(), target.as_ref(), max)
+        .await
+        .map_err(|e| StartError::Invalid(format!("redrive failed: {e}")))
 }
 
 async fn shutdown_signal() {
@@ -245,16 +326,7 @@ async fn shutdown_signal() {
 /// Starts everything and serves until SIGTERM or Ctrl-C.
 pub async fn serve(args: Args) -> Result<(), StartError> {
     http::emf::set_enabled(args.metrics);
-    let (platform, store) = match args.backend {
-        BackendKind::Embedded => {
-            let store = EmbeddedStore::open(&args.data_dir)?;
-            (Platform::embedded(store.clone()), Some(store))
-        }
-        BackendKind::Aws => {
-            let config = hanul_shared::aws::sdk_config().await;
-            (Platform::aws(&config, args.aws_prefix.clone()), None)
-        }
-    };
+    let (platform, store) = open_platform(&args).await?;
     let platform = platform
         .with_default("SHORT_BASE_URL", local_base_url(args.addr))
         .with_default(
@@ -271,7 +343,22 @@ pub async fn serve(args: Args) -> Result<(), StartError> {
         &signing_secret(&args.data_dir)?,
         Duration::from_secs(24 * 3600),
     );
-    let app = app(platform.clone(), tokens).await?;
+    let outbox = Arc::new(Outbox::new(
+        platform.table(TableName::Outbox).await?,
+        platform.clock(),
+    ));
+    let providers = match args.backend {
+        BackendKind::Embedded => Senders {
+            push: outbox.clone(),
+            sms: outbox.clone(),
+            email: outbox.clone(),
+        },
+        BackendKind::Aws => Recorded::senders(platform.all_senders().await?, outbox.clone()),
+    };
+    let failures = Failing::parse(&std::env::var("LOCAL_SENDER_FAILURES").unwrap_or_default())
+        .map_err(StartError::Invalid)?;
+    platform.set_senders(Failing::senders(providers, failures))?;
+    let app = app(platform.clone(), tokens, outbox).await?;
 
     let (stop, stopped) = watch::channel(false);
     let mut background = Vec::new();
@@ -302,6 +389,38 @@ pub async fn serve(args: Args) -> Result<(), StartError> {
             poller_config.clone(),
             stopped.clone(),
         )));
+    }
+
+    for periodic in hanul_functions::PERIODIC {
+        let tick = (periodic.build)(platform.clone()).await?;
+        let every = match std::env::var(periodic.local_every_var) {
+            Ok(ms) => ms
+                .parse::<u64>()
+                .ok()
+                .filter(|ms| (10..=3_600_000).contains(ms))
+                .map(Duration::from_millis)
+                .ok_or_else(|| {
+                    StartError::Invalid(format!(
+                        "{}={ms:?}: expected milliseconds from 10 to 3600000",
+                        periodic.local_every_var
+                    ))
+                })?,
+            // Locally a few seconds, so scheduled work shows up quickly.
+            Err(_) => periodic.every.min(Duration::from_secs(2)),
+        };
+        let mut stopped = stopped.clone();
+        let name = periodic.name;
+        background.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stopped.changed() => return,
+                }
+                if let Err(e) = tick().await {
+                    tracing::warn!(function = name, error = %e, "periodic run failed");
+                }
+            }
+        }));
     }
 
     let listener = tokio::net::TcpListener::bind(args.addr)

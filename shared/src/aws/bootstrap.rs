@@ -243,3 +243,46 @@ pub async fn ensure_distribution(
         .map(|d| d.id().to_owned())
         .ok_or_else(|| failed(&what, "the answer named no distribution"))
 }
+
+/// Creates (or finds) an SNS platform application, for a moto server: real
+/// ones need APNs or FCM credentials and are made outside the stack.
+pub async fn ensure_platform_application(
+    client: &aws_sdk_sns::Client,
+    name: &str,
+    platform: &str,
+) -> Result<String, BootstrapError> {
+    let what = format!("platform application {name}");
+    let out = client
+        .create_platform_application()
+        .name(name)
+        .platform(platform)
+        .attributes("PlatformCredential", "local-credential")
+        .attributes("PlatformPrincipal", "local-principal")
+        .send()
+        .await
+        .map_err(|e| failed(&what, aws_sdk_sns::error::DisplayErrorContext(e)))?;
+    out.platform_application_arn()
+        .map(str::to_owned)
+        .ok_or_else(|| failed(&what, "no ARN in the answer"))
+}
+
+/// Verifies a sender address with SES v2 (moto verifies at once).
+pub async fn ensure_email_identity(
+    client: &aws_sdk_sesv2::Client,
+    address: &str,
+) -> Result<(), BootstrapError> {
+    use aws_sdk_sesv2::error::ProvideErrorMetadata;
+    match client
+        .create_email_identity()
+        .email_identity(address)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some("AlreadyExistsException") => Ok(()),
+        Err(e) => Err(failed(
+            &format!("email identity {address}"),
+            aws_sdk_sesv2::error::DisplayErrorContext(e),
+        )),
+    }
+}

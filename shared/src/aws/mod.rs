@@ -4,10 +4,14 @@
 pub mod bootstrap;
 pub mod cloudfront;
 pub mod dynamodb;
+pub mod sesv2;
+pub mod sns;
 pub mod sqs;
 
 pub use cloudfront::CloudFrontCdn;
 pub use dynamodb::DynamoTable;
+pub use sesv2::SesEmail;
+pub use sns::{SnsPush, SnsSms};
 pub use sqs::SqsQueue;
 
 /// The shared SDK configuration, read once from the environment.

@@ -3,11 +3,13 @@
 pub mod cdn;
 mod codec;
 mod expr;
+pub mod outbox;
 pub mod queue;
 pub mod store;
 pub mod table;
 
 pub use cdn::LocalEdge;
+pub use outbox::{Outbox, OutboxItem};
 pub use queue::EmbeddedQueue;
 pub use store::{EmbeddedStore, StoreError};
 pub use table::EmbeddedTable;

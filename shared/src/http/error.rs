@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::ids::IdError;
+use crate::notify::NotifyError;
 use crate::shortener::ShortenerError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +139,32 @@ impl From<ShortenerError> for ApiError {
             ShortenerError::Store(_) => {
                 tracing::error!(error = %message, "link store failure");
                 ApiError::unavailable("the link store is unavailable; retry shortly", 1)
+            }
+        }
+    }
+}
+
+impl From<NotifyError> for ApiError {
+    fn from(e: NotifyError) -> Self {
+        let message = e.to_string();
+        match e {
+            NotifyError::Invalid(code, _) => ApiError::bad_request(code, message),
+            NotifyError::DeviceNotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "device_not_found", message)
+            }
+            NotifyError::NotificationNotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "notification_not_found", message)
+            }
+            NotifyError::TooManyDevices(_) => {
+                ApiError::new(StatusCode::CONFLICT, "too_many_devices", message)
+            }
+            NotifyError::Throttled => ApiError {
+                code: "throttled",
+                ..ApiError::unavailable(message, 1)
+            },
+            NotifyError::Store(_) => {
+                tracing::error!(error = %message, "notification store failure");
+                ApiError::unavailable("the notification store is unavailable; retry shortly", 1)
             }
         }
     }

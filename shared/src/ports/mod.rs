@@ -4,11 +4,16 @@
 pub mod cdn;
 pub mod clock;
 pub mod queue;
+pub mod senders;
 pub mod table;
 
 pub use cdn::{Cdn, CdnError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use queue::{OutgoingMessage, Queue, QueueError, QueueSpec, ReceivedMessage};
+pub use senders::{
+    DevicePlatform, EmailMessage, EmailSender, PushMessage, PushSender, SendError, SmsMessage,
+    SmsSender,
+};
 pub use table::{
     Condition, Consistency, Cursor, Item, Key, Page, Query, SortKey, Table, TableError, TxOp,
     Update,

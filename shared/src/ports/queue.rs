@@ -255,3 +255,37 @@ pub fn validate_receive(
     }
     Ok(())
 }
+
+/// Moves up to `max` messages from a dead-letter queue back to `target`
+/// (body and attributes; a fresh receive count). Each is sent before it is
+/// deleted, so a crash repeats a message rather than losing it. Returns how
+/// many moved.
+pub async fn redrive(dlq: &dyn Queue, target: &dyn Queue, max: usize) -> Result<usize, QueueError> {
+    let mut moved = 0;
+    while moved < max {
+        let want = (max - moved).min(MAX_BATCH) as u32;
+        let batch = dlq
+            .receive(want, Duration::ZERO, Some(Duration::from_secs(30)))
+            .await?;
+        if batch.is_empty() {
+            break;
+        }
+        for m in batch {
+            let mut out = OutgoingMessage::new(m.body.clone());
+            for (k, v) in &m.attributes {
+                out = out.attribute(k.clone(), v.clone());
+            }
+            if target.spec().fifo() {
+                let group = m.group_id.clone().unwrap_or_else(|| "redrive".into());
+                out = out.group(
+                    group,
+                    m.dedupe_id.clone().unwrap_or_else(|| m.message_id.clone()),
+                );
+            }
+            target.send(out).await?;
+            dlq.delete(&m.receipt).await?;
+            moved += 1;
+        }
+    }
+    Ok(moved)
+}

@@ -320,6 +320,19 @@ impl RateLimiter {
         verdict
     }
 
+    /// Every rule of an internal scope (`@notify/push`) for a key the caller
+    /// names, such as the recipient of a notification.
+    pub async fn check_scope(&self, scope: &str, key: &str) -> Verdict {
+        let mut verdict = Verdict::default();
+        for rule in self.rules.in_scope(scope) {
+            match self.check(&rule, key).await {
+                Ok(outcome) => verdict.outcomes.push(outcome),
+                Err(e) => verdict.unavailable.push(e),
+            }
+        }
+        verdict
+    }
+
     /// One rule for an explicit key (the check API).
     pub async fn check(&self, rule: &Arc<Rule>, key: &str) -> Result<Outcome, Unavailable> {
         let stored = match &rule.key {

@@ -207,11 +207,12 @@ impl RuleSet {
                     .transpose()?;
                 if let Some(r) = &m.route
                     && !r.starts_with('/')
+                    && !(r.starts_with('@') && r.len() > 1)
                 {
                     return Err((
                         "match.route",
                         format!(
-                            "{r:?} must be a route of the route table, such as /api/v1/shorten"
+                            "{r:?} must be a route of the route table, such as /api/v1/shorten, or an internal scope such as @notify/sms"
                         ),
                     ));
                 }
@@ -329,7 +330,9 @@ impl RuleSet {
     /// otherwise never match and never say so.
     pub fn check_routes(&self, known: &[(http::Method, &str)]) -> Result<(), String> {
         for rule in &self.rules {
-            let Some(route) = &rule.route else { continue };
+            let Some(route) = rule.route.as_ref().filter(|r| !r.starts_with('@')) else {
+                continue;
+            };
             let served = known
                 .iter()
                 .any(|(m, r)| r == route && rule.method.as_ref().is_none_or(|rm| rm == m));
@@ -395,6 +398,16 @@ impl RuleSet {
 
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// The rules of an internal scope (`@notify/sms`): checked by a service
+    /// for a key it names, never matched by an HTTP request.
+    pub fn in_scope(&self, scope: &str) -> Vec<Arc<Rule>> {
+        self.rules
+            .iter()
+            .filter(|r| r.route.as_deref() == Some(scope))
+            .cloned()
+            .collect()
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Rule>> {

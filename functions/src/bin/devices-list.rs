@@ -1,0 +1,4 @@
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    hanul_functions::runtime::run_http("devices-list").await
+}

@@ -1,0 +1,174 @@
+//! Push and SMS through SNS: a platform endpoint per device token (APNs or
+//! FCM platform application), and SMS by phone number.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_sns::Client;
+use aws_sdk_sns::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sns::types::MessageAttributeValue;
+use serde_json::json;
+
+use crate::ports::senders::{
+    DevicePlatform, PushMessage, PushSender, SendError, SmsMessage, SmsSender,
+};
+
+/// Maps an SNS failure: a disabled endpoint or a refused token means the
+/// device cannot be reached; throttling and server errors are worth a retry.
+fn send_error<E, R>(e: SdkError<E, R>) -> SendError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let code = e.code().unwrap_or_default().to_owned();
+    let text = DisplayErrorContext(&e).to_string();
+    match code.as_str() {
+        "EndpointDisabled" | "EndpointDisabledException" => SendError::InvalidRecipient(text),
+        "InvalidParameter" | "InvalidParameterException" | "InvalidParameterValue" => {
+            SendError::InvalidRecipient(text)
+        }
+        "OptedOut"
+        | "OptedOutException"
+        | "PlatformApplicationDisabled"
+        | "PlatformApplicationDisabledException"
+        | "AuthorizationError" => SendError::Rejected(text),
+        _ => SendError::Transient(text),
+    }
+}
+
+pub struct SnsPush {
+    client: Client,
+    /// Platform application per device platform.
+    applications: HashMap<DevicePlatform, String>,
+    endpoints: moka::sync::Cache<(DevicePlatform, String), String>,
+}
+
+impl std::fmt::Debug for SnsPush {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnsPush")
+            .field("applications", &self.applications)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SnsPush {
+    /// `apns`: the APNs platform application's ARN; `fcm`: FCM's (Android
+    /// and web).
+    pub fn new(client: Client, apns: String, fcm: String) -> Self {
+        Self {
+            client,
+            applications: HashMap::from([
+                (DevicePlatform::Ios, apns),
+                (DevicePlatform::Android, fcm.clone()),
+                (DevicePlatform::Web, fcm),
+            ]),
+            endpoints: moka::sync::Cache::new(100_000),
+        }
+    }
+
+    /// The token's endpoint (creating it is idempotent in SNS).
+    async fn endpoint(&self, platform: DevicePlatform, token: &str) -> Result<String, SendError> {
+        let key = (platform, token.to_owned());
+        if let Some(arn) = self.endpoints.get(&key) {
+            return Ok(arn);
+        }
+        let application = self.applications.get(&platform).ok_or_else(|| {
+            SendError::Rejected(format!("no application for {}", platform.as_str()))
+        })?;
+        let out = self
+            .client
+            .create_platform_endpoint()
+            .platform_application_arn(application)
+            .token(token)
+            .send()
+            .await
+            .map_err(send_error)?;
+        let arn = out
+            .endpoint_arn()
+            .ok_or_else(|| SendError::Transient("SNS returned no endpoint".into()))?
+            .to_owned();
+        self.endpoints.insert(key, arn.clone());
+        Ok(arn)
+    }
+}
+
+#[async_trait]
+impl PushSender for SnsPush {
+    async fn push(&self, m: &PushMessage) -> Result<String, SendError> {
+        let endpoint = self.endpoint(m.platform, &m.token).await?;
+        let data = m.data.clone().unwrap_or_else(|| json!({}));
+        let apns = json!({"aps": {"alert": {"title": m.title, "body": m.body}}, "data": data});
+        let fcm = json!({
+            "notification": {"title": m.title, "body": m.body},
+            "data": data,
+            "collapse_key": m.dedupe_id,
+        });
+        let message = json!({
+            "default": m.body,
+            "APNS": apns.to_string(),
+            "APNS_SANDBOX": apns.to_string(),
+            "GCM": fcm.to_string(),
+        });
+        let mut publish = self
+            .client
+            .publish()
+            .target_arn(&endpoint)
+            .message_structure("json")
+            .message(message.to_string());
+        if m.platform == DevicePlatform::Ios {
+            // APNs drops a second notification with the same collapse id.
+            let collapse = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(&m.dedupe_id)
+                .build()
+                .map_err(|e| SendError::Rejected(e.to_string()))?;
+            publish = publish.message_attributes("AWS.SNS.MOBILE.APNS.COLLAPSE_ID", collapse);
+        }
+        match publish.send().await {
+            Ok(out) => Ok(out.message_id().unwrap_or_default().to_owned()),
+            Err(e) => {
+                let error = send_error(e);
+                if matches!(error, SendError::InvalidRecipient(_)) {
+                    self.endpoints.invalidate(&(m.platform, m.token.clone()));
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SnsSms {
+    client: Client,
+}
+
+impl SnsSms {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+#[async_trait]
+impl SmsSender for SnsSms {
+    async fn sms(&self, m: &SmsMessage) -> Result<String, SendError> {
+        let transactional = MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value("Transactional")
+            .build()
+            .map_err(|e| SendError::Rejected(e.to_string()))?;
+        let out = self
+            .client
+            .publish()
+            .phone_number(&m.to)
+            .message(&m.body)
+            .message_attributes("AWS.SNS.SMS.SMSType", transactional)
+            .send()
+            .await
+            .map_err(|e| match send_error(e) {
+                // A number SNS refuses is not a device to disable.
+                SendError::InvalidRecipient(text) => SendError::Rejected(text),
+                other => other,
+            })?;
+        Ok(out.message_id().unwrap_or_default().to_owned())
+    }
+}
