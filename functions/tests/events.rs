@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use hanul_functions::{FUNCTIONS, WORKERS};
+use hanul_functions::{FUNCTIONS, PERIODIC, WORKERS};
 use hanul_shared::embedded::EmbeddedStore;
 use hanul_shared::http;
 use hanul_shared::platform::Platform;
@@ -99,6 +99,7 @@ fn every_function_and_worker_has_a_sample_event() {
         .iter()
         .map(|f| f.name)
         .chain(WORKERS.iter().map(|w| w.name))
+        .chain(PERIODIC.iter().map(|p| p.name))
     {
         assert!(
             event_path(name).exists(),
@@ -287,4 +288,72 @@ async fn lambda_checks_optional_tokens_itself() {
         401,
         "a bad token is refused, not ignored"
     );
+}
+
+#[tokio::test]
+async fn devices_put_event() {
+    let (status, body, _, _) = invoke("devices-put").await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["platform"], "android");
+    assert_eq!(body["enabled"], true);
+}
+
+#[tokio::test]
+async fn devices_list_event() {
+    let (status, body, _, _) = invoke("devices-list").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["devices"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn devices_delete_event_of_an_unknown_device() {
+    let (status, body, _, _) = invoke("devices-delete").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "device_not_found");
+}
+
+#[tokio::test]
+async fn settings_events() {
+    let (status, body, _, _) = invoke("settings-get").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["channels"]["sms"], true, "defaults: every channel on");
+    let (status, body, _, _) = invoke("settings-put").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["quietHours"]["timeZone"], "Asia/Seoul");
+}
+
+#[tokio::test]
+async fn notifications_send_event() {
+    let (status, body, _, _) = invoke("notifications-send").await;
+    assert_eq!(status, 202, "{body}");
+    // The sample user has no device and no address yet: both skipped.
+    assert_eq!(body["status"], "skipped");
+    assert_eq!(body["notificationId"].as_str().map(str::len), Some(32));
+}
+
+#[tokio::test]
+async fn notifications_status_event_of_an_unknown_id() {
+    let (status, body, _, _) = invoke("notifications-status").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "notification_not_found");
+}
+
+#[tokio::test]
+async fn notify_worker_events() {
+    // A malformed message fails alone.
+    assert_eq!(invoke_worker("notify-push-ios").await, vec!["m2"]);
+    assert!(invoke_worker("notify-push-android").await.is_empty());
+    // The same delivery twice: the second is a duplicate, not a failure.
+    assert!(invoke_worker("notify-sms").await.is_empty());
+    assert!(invoke_worker("notify-email").await.is_empty());
+}
+
+#[tokio::test]
+async fn notify_scheduler_event() {
+    let text = std::fs::read_to_string(event_path("notify-scheduler")).expect("event file");
+    let _: Value = serde_json::from_str(&text).expect("an EventBridge event");
+    let dir = tempfile::tempdir().unwrap();
+    let periodic = hanul_functions::routes::find_periodic("notify-scheduler").unwrap();
+    let tick = (periodic.build)(platform(&dir).await).await.unwrap();
+    tick().await.unwrap();
 }

@@ -56,6 +56,13 @@ REQUIRED_ROUTES = {
     ("DELETE", "/api/v1/urls/{code}"): "ShortenerUrlsDeleteFunction",
     ("GET", "/api/v1/urls/{code}/qr"): "ShortenerUrlsQrFunction",
     ("POST", "/api/v1/ratelimit/check"): "RatelimitCheckFunction",
+    ("PUT", "/api/v1/me/devices"): "NotifyDevicesPutFunction",
+    ("GET", "/api/v1/me/devices"): "NotifyDevicesListFunction",
+    ("DELETE", "/api/v1/me/devices/{deviceId}"): "NotifyDevicesDeleteFunction",
+    ("GET", "/api/v1/me/notification-settings"): "NotifySettingsGetFunction",
+    ("PUT", "/api/v1/me/notification-settings"): "NotifySettingsPutFunction",
+    ("POST", "/api/v1/notifications"): "NotifySendFunction",
+    ("GET", "/api/v1/notifications/{id}"): "NotifyStatusFunction",
 }
 
 # Routes that take no user token (Auth: {Authorizer: NONE}). The shorten
@@ -72,6 +79,9 @@ REQUIRED_PUBLIC_ROUTES = {
     ("HEAD", "/api/v1/{code}"),
     ("GET", "/api/v1/urls/{code}/qr"),
     ("POST", "/api/v1/ratelimit/check"),
+    # Service key (and, for status, the recipient's token) checked by the function.
+    ("POST", "/api/v1/notifications"),
+    ("GET", "/api/v1/notifications/{id}"),
 }
 
 # Routes that must require the user's token.
@@ -79,6 +89,11 @@ REQUIRED_JWT_ROUTES = {
     ("GET", "/api/v1/urls/{code}"),
     ("PATCH", "/api/v1/urls/{code}"),
     ("DELETE", "/api/v1/urls/{code}"),
+    ("PUT", "/api/v1/me/devices"),
+    ("GET", "/api/v1/me/devices"),
+    ("DELETE", "/api/v1/me/devices/{deviceId}"),
+    ("GET", "/api/v1/me/notification-settings"),
+    ("PUT", "/api/v1/me/notification-settings"),
 }
 
 JWT_AUTHORIZER = "CognitoJwt"
@@ -98,7 +113,58 @@ INVALIDATIONS_QUEUE = {"Fn::GetAtt": ["CdnInvalidationsQueue", "Arn"]}
 CONSUME = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"}
 LINK_WRITER = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
 
+NOTIFY = {"Fn::GetAtt": ["NotifyTable", "Arn"]}
+NOTIFY_QUEUES = [
+    {"Fn::GetAtt": [f"Notify{q}Queue", "Arn"]} for q in ("PushIos", "PushAndroid", "Sms", "Email")
+]
+DELIVERY = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}
+PUSH = (
+    {"sns:CreatePlatformEndpoint", "sns:Publish"},
+    [
+        {"Fn::Sub": "arn:${AWS::Partition}:sns:${AWS::Region}:${AWS::AccountId}:app/*"},
+        {"Fn::Sub": "arn:${AWS::Partition}:sns:${AWS::Region}:${AWS::AccountId}:endpoint/*"},
+    ],
+)
+
 EXPECTED_STATEMENTS: dict[str, list[tuple[set[str], Any]]] = {
+    "NotifyDevicesPutFunction": [({"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"}, NOTIFY)],
+    "NotifyDevicesListFunction": [({"dynamodb:Query"}, NOTIFY)],
+    "NotifyDevicesDeleteFunction": [({"dynamodb:DeleteItem"}, NOTIFY)],
+    "NotifySettingsGetFunction": [({"dynamodb:GetItem"}, NOTIFY)],
+    "NotifySettingsPutFunction": [({"dynamodb:PutItem"}, NOTIFY)],
+    "NotifySendFunction": [
+        ({"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:DeleteItem"}, NOTIFY),
+        ({"sqs:SendMessage"}, NOTIFY_QUEUES),
+    ],
+    "NotifyStatusFunction": [({"dynamodb:Query"}, NOTIFY)],
+    "NotifyPushIosFunction": [
+        (DELIVERY, NOTIFY),
+        (CONSUME, {"Fn::GetAtt": ["NotifyPushIosQueue", "Arn"]}),
+        PUSH,
+    ],
+    "NotifyPushAndroidFunction": [
+        (DELIVERY, NOTIFY),
+        (CONSUME, {"Fn::GetAtt": ["NotifyPushAndroidQueue", "Arn"]}),
+        PUSH,
+    ],
+    "NotifySmsFunction": [
+        (DELIVERY, NOTIFY),
+        (CONSUME, {"Fn::GetAtt": ["NotifySmsQueue", "Arn"]}),
+        # Phone numbers have no ARN: anything but an SNS resource.
+        ({"sns:Publish"}, {"NotResource": "arn:aws:sns:*:*:*"}),
+    ],
+    "NotifyEmailFunction": [
+        (DELIVERY, NOTIFY),
+        (CONSUME, {"Fn::GetAtt": ["NotifyEmailQueue", "Arn"]}),
+        (
+            {"ses:SendEmail"},
+            {"Fn::Sub": "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/${NotifyEmailFrom}"},
+        ),
+    ],
+    "NotifySchedulerFunction": [
+        ({"dynamodb:Query", "dynamodb:DeleteItem"}, NOTIFY),
+        ({"sqs:SendMessage"}, NOTIFY_QUEUES),
+    ],
     "IdsGenerateFunction": [
         (
             {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
@@ -159,6 +225,10 @@ EXPECTED_ENV = {
 EXPECTED_WORKERS = {
     "ShortenerClicksFunction": "ClicksQueue",
     "CdnInvalidateFunction": "CdnInvalidationsQueue",
+    "NotifyPushIosFunction": "NotifyPushIosQueue",
+    "NotifyPushAndroidFunction": "NotifyPushAndroidQueue",
+    "NotifySmsFunction": "NotifySmsQueue",
+    "NotifyEmailFunction": "NotifyEmailQueue",
 }
 
 # Only these functions may see the code key.
@@ -425,6 +495,11 @@ def test_roles_are_least_privilege(cfn, functions):
             assert st["Effect"] == "Allow", (fn_id, st)
             actions = set(_as_list(st["Action"]))
             assert not any(a == "*" or a.endswith(":*") for a in actions), (fn_id, st)
+            if "NotResource" in st:
+                # Only the SMS sender: every non-SNS target, i.e. phone numbers.
+                assert st["NotResource"] == "arn:aws:sns:*:*:*" and actions == {"sns:Publish"}, (fn_id, st)
+                got.append((actions, {"NotResource": st["NotResource"]}))
+                continue
             assert st["Resource"] != "*" and "*" not in _as_list(st["Resource"]), (fn_id, st)
             got.append((actions, st["Resource"]))
         expected = EXPECTED_STATEMENTS.get(fn_id, [])
@@ -575,6 +650,25 @@ def test_cloudfront_fronts_the_api_and_honours_its_cache_control(cfn):
     # exactly as long as its max-age says.
     assert (ttl["MinTTL"], ttl["DefaultTTL"]) == (0, 0)
     assert ttl["MaxTTL"] >= 86400
+
+
+def test_notify_queues_have_depth_and_age_alarms(cfn):
+    alarms = [a["Properties"] for a in _resources_of(cfn, "AWS::CloudWatch::Alarm").values()]
+    for q in ("PushIos", "PushAndroid", "Sms", "Email"):
+        queue, dlq = f"Notify{q}Queue", f"Notify{q}DeadLetterQueue"
+        watched = {
+            (a["MetricName"], a["Dimensions"][0]["Value"]["Fn::GetAtt"][0]) for a in alarms
+        }
+        assert ("ApproximateNumberOfMessagesVisible", dlq) in watched, q
+        assert ("ApproximateAgeOfOldestMessage", queue) in watched, q
+        assert cfn["Resources"][queue]["Properties"]["RedrivePolicy"]["maxReceiveCount"] == 5
+
+
+def test_the_scheduler_runs_every_minute(cfn):
+    rules = _resources_of(cfn, "AWS::Events::Rule")
+    (rule,) = [r for r in rules.values() if r["Properties"]["ScheduleExpression"] == "rate(1 minute)"]
+    (target,) = rule["Properties"]["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["NotifySchedulerFunction", "Arn"]}
 
 
 def test_outputs(cfn):
