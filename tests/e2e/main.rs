@@ -2,5 +2,6 @@
 
 mod gateway;
 mod ids;
+mod notify;
 mod ratelimit;
 mod shortener;

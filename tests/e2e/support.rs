@@ -137,6 +137,48 @@ impl LocalHost {
         format!("{}{path}", self.base)
     }
 
+    /// The host's own platform, opened a second time from the test: the same
+    /// SQLite file, or the same moto resources.
+    pub async fn platform(&self) -> hanul_shared::platform::Platform {
+        match self.backend {
+            Backend::Embedded => {
+                let store = hanul_shared::embedded::EmbeddedStore::open(&self.data_dir)
+                    .expect("open the host's store");
+                hanul_shared::platform::Platform::embedded(store)
+            }
+            Backend::Aws => {
+                let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
+                let config = hanul_shared::aws::endpoint_config(&endpoint).await;
+                hanul_shared::platform::Platform::aws(&config, Some(self.aws_prefix.clone()))
+            }
+        }
+    }
+
+    /// Runs `hanul-local redrive <queue>` against this host's data.
+    pub fn redrive(&self, queue: &str) -> String {
+        let mut cmd = Command::new(binary());
+        cmd.arg("--data-dir").arg(&self.data_dir);
+        if self.backend == Backend::Aws {
+            cmd.args(["--backend", "aws", "--aws-prefix", &self.aws_prefix]);
+            for (k, v) in [
+                ("AWS_ACCESS_KEY_ID", "testing"),
+                ("AWS_SECRET_ACCESS_KEY", "testing"),
+                ("AWS_REGION", "us-east-1"),
+            ] {
+                if std::env::var(k).is_err() {
+                    cmd.env(k, v);
+                }
+            }
+        }
+        let out = cmd.args(["redrive", queue]).output().expect("run redrive");
+        assert!(
+            out.status.success(),
+            "redrive failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The sum of an EMF metric over every line the host printed so far
     /// (start it with `HANUL_METRICS=true`).
     pub fn metric_sum(&self, name: &str) -> f64 {

@@ -4,4 +4,5 @@ mod support;
 
 mod cdn;
 mod queue;
+mod senders;
 mod table;
