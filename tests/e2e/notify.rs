@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use hanul_e2e::{Backend, LocalHost, client, error_code, token};
 use hanul_shared::notify::{email_queue, sms_queue};
-use hanul_shared::ports::{OutgoingMessage, Queue};
+use hanul_shared::ports::OutgoingMessage;
 use serde_json::{Value, json};
 
 const KEY: &str = "e2e-notify-key-0123456789abcdef";
