@@ -1,0 +1,249 @@
+//! The notification service and delivery worker on both table adapters:
+//! the scheduler, idempotent delivery, dead tokens, racing duplicates.
+
+#[allow(dead_code)]
+#[path = "contract/support.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use async_trait::async_trait;
+use hanul_shared::embedded::{EmbeddedQueue, EmbeddedStore};
+use hanul_shared::notify::model::RegisterDevice;
+use hanul_shared::notify::{
+    Delivered, DeliveryQueue, DeliveryWorker, NotifyService, SendRequest, Senders, Settings,
+    WorkerConfig,
+};
+use hanul_shared::ports::{
+    Clock, DevicePlatform, EmailMessage, EmailSender, ManualClock, PushMessage, PushSender, Queue,
+    SendError, SmsMessage, SmsSender, Table,
+};
+
+const T0: u64 = 1_800_000_000_000;
+
+struct Fixture {
+    service: Arc<NotifyService>,
+    queues: HashMap<DeliveryQueue, Arc<dyn Queue>>,
+    clock: Arc<ManualClock>,
+    table: Arc<dyn Table>,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture(table: Arc<dyn Table>) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let store = EmbeddedStore::open_with_clock(dir.path(), clock.clone()).unwrap();
+    let queues: HashMap<DeliveryQueue, Arc<dyn Queue>> = DeliveryQueue::ALL
+        .into_iter()
+        .map(|q| {
+            (
+                q,
+                Arc::new(EmbeddedQueue::new(store.clone(), q.spec())) as Arc<dyn Queue>,
+            )
+        })
+        .collect();
+    let service = Arc::new(NotifyService::new(
+        table.clone(),
+        clock.clone(),
+        queues.clone(),
+        None,
+    ));
+    Fixture {
+        service,
+        queues,
+        clock,
+        table,
+        _dir: dir,
+    }
+}
+
+fn request(event: &str, channels: &str) -> SendRequest {
+    serde_json::from_value(serde_json::json!({
+        "eventId": event, "userId": "nina", "category": "orders",
+        "channels": serde_json::from_str::<serde_json::Value>(channels).unwrap(),
+        "title": "Hi", "body": "There",
+    }))
+    .unwrap()
+}
+
+/// Counts sends; push answers as told.
+#[derive(Default)]
+struct Provider {
+    sent: AtomicU32,
+    dead_token: bool,
+}
+
+#[async_trait]
+impl PushSender for Provider {
+    async fn push(&self, _: &PushMessage) -> Result<String, SendError> {
+        if self.dead_token {
+            return Err(SendError::InvalidRecipient("BadDeviceToken".into()));
+        }
+        self.sent.fetch_add(1, Ordering::SeqCst);
+        Ok("p".into())
+    }
+}
+
+#[async_trait]
+impl SmsSender for Provider {
+    async fn sms(&self, _: &SmsMessage) -> Result<String, SendError> {
+        self.sent.fetch_add(1, Ordering::SeqCst);
+        Ok("s".into())
+    }
+}
+
+#[async_trait]
+impl EmailSender for Provider {
+    async fn email(&self, _: &EmailMessage) -> Result<String, SendError> {
+        self.sent.fetch_add(1, Ordering::SeqCst);
+        Ok("e".into())
+    }
+}
+
+fn worker(f: &Fixture, provider: Arc<Provider>) -> DeliveryWorker {
+    DeliveryWorker::new(
+        f.table.clone(),
+        f.clock.clone(),
+        Senders {
+            push: provider.clone(),
+            sms: provider.clone(),
+            email: provider,
+        },
+        WorkerConfig::from_settings(|_| None).unwrap(),
+    )
+}
+
+async fn take(f: &Fixture, q: DeliveryQueue) -> Vec<String> {
+    f.queues[&q]
+        .receive(10, std::time::Duration::ZERO, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.body)
+        .collect()
+}
+
+async fn the_scheduler_queues_what_is_due_and_nothing_early(table: Arc<dyn Table>) {
+    let f = fixture(table);
+    let settings: Settings =
+        serde_json::from_value(serde_json::json!({"email": "nina@example.com"})).unwrap();
+    f.service.put_settings("nina", settings).await.unwrap();
+    let mut later = request("later", r#"["email"]"#);
+    // An hour ahead: past SQS's 15-minute delay, so it waits in the table.
+    later.send_at = Some("2027-01-15T09:00:00Z".into());
+    f.clock.set(1_800_000_000_000); // 2027-01-15T08:00:00Z
+    let sent = f.service.send(later).await.unwrap();
+    assert_eq!(sent.status, "scheduled");
+    let email = &f.queues[&DeliveryQueue::Email];
+    assert_eq!(email.depth().await.unwrap(), 0);
+    assert_eq!(f.service.drain_schedule().await.unwrap(), 0, "not yet");
+    f.clock.advance(50 * 60 * 1000); // 08:50: due within 15 minutes
+    assert_eq!(f.service.drain_schedule().await.unwrap(), 1);
+    assert_eq!(email.depth().await.unwrap(), 1, "queued with a delay");
+    assert_eq!(
+        f.service.drain_schedule().await.unwrap(),
+        0,
+        "and only once"
+    );
+    assert!(
+        take(&f, DeliveryQueue::Email).await.is_empty(),
+        "the delay holds it back"
+    );
+    f.clock.advance(10 * 60 * 1000 + 1000);
+    assert_eq!(
+        take(&f, DeliveryQueue::Email).await.len(),
+        1,
+        "visible when due"
+    );
+}
+
+async fn a_redelivered_message_is_sent_once(table: Arc<dyn Table>) {
+    let f = fixture(table);
+    let settings: Settings =
+        serde_json::from_value(serde_json::json!({"phone": "+821012345678"})).unwrap();
+    f.service.put_settings("nina", settings).await.unwrap();
+    f.service.send(request("otp", r#"["sms"]"#)).await.unwrap();
+    let body = take(&f, DeliveryQueue::Sms).await.remove(0);
+    let provider = Arc::new(Provider::default());
+    let w = worker(&f, provider.clone());
+    assert_eq!(w.deliver(&body, 1, T0).await.unwrap(), Delivered::Sent);
+    assert_eq!(w.deliver(&body, 2, T0).await.unwrap(), Delivered::Duplicate);
+    assert_eq!(provider.sent.load(Ordering::SeqCst), 1);
+    assert!(w.deliver("{garbage", 1, T0).await.is_err());
+}
+
+async fn a_dead_token_disables_the_device(table: Arc<dyn Table>) {
+    let f = fixture(table);
+    let device = RegisterDevice {
+        platform: DevicePlatform::Ios,
+        token: "cd".repeat(32),
+    };
+    f.service
+        .register_device("nina", device.clone())
+        .await
+        .unwrap();
+    let sent = f
+        .service
+        .send(request("ping", r#"["push"]"#))
+        .await
+        .unwrap();
+    let body = take(&f, DeliveryQueue::PushIos).await.remove(0);
+    let provider = Arc::new(Provider {
+        dead_token: true,
+        ..Provider::default()
+    });
+    let outcome = worker(&f, provider).deliver(&body, 1, T0).await.unwrap();
+    assert!(matches!(outcome, Delivered::Dropped(_)), "{outcome:?}");
+    let devices = f.service.devices("nina").await.unwrap();
+    assert!(!devices[0].enabled, "the device is off");
+    let status = f.service.status(&sent.notification_id).await.unwrap();
+    assert_eq!(status.deliveries[0].status, "failed");
+    assert_eq!(
+        status.deliveries[0].reason.as_deref(),
+        Some("invalid_recipient")
+    );
+    // The next push has no live device; registering again turns it back on.
+    let next = f
+        .service
+        .send(request("ping-2", r#"["push"]"#))
+        .await
+        .unwrap();
+    assert_eq!(next.status, "skipped");
+    f.service.register_device("nina", device).await.unwrap();
+    assert!(f.service.devices("nina").await.unwrap()[0].enabled);
+}
+
+async fn racing_sends_of_one_event_make_one_notification(table: Arc<dyn Table>) {
+    let f = fixture(table);
+    let settings: Settings =
+        serde_json::from_value(serde_json::json!({"email": "nina@example.com"})).unwrap();
+    f.service.put_settings("nina", settings).await.unwrap();
+    let sends = (0..10).map(|_| {
+        let service = f.service.clone();
+        tokio::spawn(async move { service.send(request("race", r#"["email"]"#)).await.unwrap() })
+    });
+    let mut ids = Vec::new();
+    let mut created = 0;
+    for s in sends {
+        let sent = s.await.unwrap();
+        created += usize::from(sent.created);
+        ids.push(sent.notification_id);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(created, 1);
+    assert_eq!(
+        take(&f, DeliveryQueue::Email).await.len(),
+        1,
+        "one delivery queued"
+    );
+}
+
+on_both_tables!(
+    the_scheduler_queues_what_is_due_and_nothing_early,
+    a_redelivered_message_is_sent_once,
+    a_dead_token_disables_the_device,
+    racing_sends_of_one_event_make_one_notification,
+);
