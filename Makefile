@@ -8,7 +8,7 @@ test:
 	infra/scripts/test.sh
 
 bench:
-	cargo bench -p hanul-shared --bench ids --bench ratelimit
+	cargo bench -p hanul-shared --bench ids --bench ratelimit --bench notify
 
 load:
 	infra/scripts/load.sh

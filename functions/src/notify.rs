@@ -236,47 +236,51 @@ pub const SMS_WORKER: Worker = delivery_worker!("notify-sms", DeliveryQueue::Sms
 pub const EMAIL_WORKER: Worker =
     delivery_worker!("notify-email", DeliveryQueue::Email, email_queue);
 
-/// One message at a time (a provider call each); a failure is reported for
-/// that message alone, after pushing its next visibility out by the backoff.
+/// The messages of a batch are independent deliveries (standard queues), so
+/// they go out concurrently; a failure is reported for that message alone,
+/// after pushing its next visibility out by the backoff.
 async fn deliver_batch(
     worker: &DeliveryWorker,
     queue: &dyn Queue,
     event: LambdaEvent<SqsEvent>,
 ) -> SqsBatchResponse {
-    let mut failed = Vec::new();
-    for record in event.payload.records {
-        let id = record.message_id.clone().unwrap_or_default();
-        let attr = |name: &str| {
-            record
-                .attributes
-                .get(name)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        let receive_count = attr("ApproximateReceiveCount").max(1) as u32;
-        let sent_at = attr("SentTimestamp");
-        let body = record.body.as_deref().unwrap_or_default();
-        match worker.deliver(body, receive_count, sent_at).await {
-            Ok(Delivered::Sent | Delivered::Duplicate) => {}
-            Ok(Delivered::Dropped(reason)) => {
-                tracing::info!(message_id = %id, %reason, "delivery dropped for good");
-            }
-            Ok(Delivered::Retry { after, reason }) => {
-                tracing::warn!(message_id = %id, %reason, retry_in_ms = after.as_millis() as u64, "delivery will be retried");
-                if let Some(receipt) = &record.receipt_handle
-                    && let Err(e) = queue.change_visibility(receipt, after).await
-                {
-                    tracing::warn!(error = %e, "could not set the retry delay");
+    let outcomes = futures_util::future::join_all(event.payload.records.into_iter().map(
+        |record| async move {
+            let id = record.message_id.clone().unwrap_or_default();
+            let attr = |name: &str| {
+                record
+                    .attributes
+                    .get(name)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            let receive_count = attr("ApproximateReceiveCount").max(1) as u32;
+            let sent_at = attr("SentTimestamp");
+            let body = record.body.as_deref().unwrap_or_default();
+            match worker.deliver(body, receive_count, sent_at).await {
+                Ok(Delivered::Sent | Delivered::Duplicate) => None,
+                Ok(Delivered::Dropped(reason)) => {
+                    tracing::info!(message_id = %id, %reason, "delivery dropped for good");
+                    None
                 }
-                failed.push(id);
+                Ok(Delivered::Retry { after, reason }) => {
+                    tracing::warn!(message_id = %id, %reason, retry_in_ms = after.as_millis() as u64, "delivery will be retried");
+                    if let Some(receipt) = &record.receipt_handle
+                        && let Err(e) = queue.change_visibility(receipt, after).await
+                    {
+                        tracing::warn!(error = %e, "could not set the retry delay");
+                    }
+                    Some(id)
+                }
+                Err(e) => {
+                    tracing::error!(message_id = %id, error = %e, "delivery failed");
+                    Some(id)
+                }
             }
-            Err(e) => {
-                tracing::error!(message_id = %id, error = %e, "delivery failed");
-                failed.push(id);
-            }
-        }
-    }
-    crate::shortener::batch_failures(failed)
+        },
+    ))
+    .await;
+    crate::shortener::batch_failures(outcomes.into_iter().flatten().collect())
 }
 
 pub const NOTIFY_SCHEDULER: Periodic = Periodic {

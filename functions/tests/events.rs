@@ -343,8 +343,10 @@ async fn notify_worker_events() {
     // A malformed message fails alone.
     assert_eq!(invoke_worker("notify-push-ios").await, vec!["m2"]);
     assert!(invoke_worker("notify-push-android").await.is_empty());
-    // The same delivery twice: the second is a duplicate, not a failure.
-    assert!(invoke_worker("notify-sms").await.is_empty());
+    // The same delivery twice in one batch: delivered concurrently, one claims
+    // it and the other backs off (or, if the first already finished, is a
+    // duplicate); never both sent, never both failed.
+    assert!(invoke_worker("notify-sms").await.len() <= 1);
     assert!(invoke_worker("notify-email").await.is_empty());
 }
 

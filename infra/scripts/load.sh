@@ -53,7 +53,9 @@ wait_port "$HELLO_PORT"
 echo "== baseline: axum hello, GET /x ($DURATION, $CONNECTIONS connections, $THREADS wrk thread)"
 BASE=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" "http://127.0.0.1:$HELLO_PORT/x" | tee /dev/stderr | rps)
 
-RUST_LOG=${RUST_LOG:-info} RATE_LIMIT_RULES=${RATE_LIMIT_RULES:-infra/load/rules.yaml} "$BIN/hanul-local" --addr "127.0.0.1:$HOST_PORT" --data-dir "$DATA" \
+export LOAD_SERVICE_KEY=load-service-key-0123456789abcdef
+RUST_LOG=${RUST_LOG:-info} RATE_LIMIT_RULES=${RATE_LIMIT_RULES:-infra/load/rules.yaml} \
+  SERVICE_API_KEYS="load:$LOAD_SERVICE_KEY" "$BIN/hanul-local" --addr "127.0.0.1:$HOST_PORT" --data-dir "$DATA" \
   2>"$DATA/host.log" >/dev/null &
 PIDS+=($!)
 wait_port "$HOST_PORT"
@@ -70,8 +72,34 @@ CREATE_OUT=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -s infra/load/short
 echo "$CREATE_OUT"
 CREATED=$(echo "$CREATE_OUT" | sed -nE 's/.*created_per_s=([0-9]+).*/\1/p')
 
+echo "== notify: POST /api/v1/notifications (push to 2 devices + email), then until the outbox has every delivery"
+H="http://127.0.0.1:$HOST_PORT"
+TOKEN=$(curl -fsS -X POST "$H/local/v1/token" -H 'content-type: application/json' -d '{"userId":"load-user"}' |
+  sed -E 's/.*"token":"([^"]+)".*/\1/')
+for dev in '{"platform":"ios","token":"'"$(printf 'ab%.0s' $(seq 32))"'"}' '{"platform":"android","token":"fcm-load-token-0123456789"}'; do
+  curl -fsS -o /dev/null -X PUT "$H/api/v1/me/devices" -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' -d "$dev"
+done
+curl -fsS -o /dev/null -X PUT "$H/api/v1/me/notification-settings" -H "authorization: Bearer $TOKEN" \
+  -H 'content-type: application/json' -d '{"email":"load@example.com"}'
+outbox_count() { curl -fsS "$H/local/v1/outbox?count=true" | sed -E 's/.*"count":([0-9]+).*/\1/'; }
+BEFORE=$(outbox_count || true)
+START=$(date +%s.%N)
+NOTIFY_OUT=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${NOTIFY_DURATION:-5s}" -s infra/load/notify.lua "$H")
+echo "$NOTIFY_OUT"
+ACCEPTED=$(echo "$NOTIFY_OUT" | sed -nE 's/.*accepted=([0-9]+) .*/\1/p')
+WANT=$((BEFORE + ACCEPTED * 3))
+while :; do
+  HAVE=$(outbox_count || true)
+  [ "$HAVE" -ge "$WANT" ] && break
+  sleep 0.5
+done
+END=$(date +%s.%N)
+E2E=$(echo "$ACCEPTED / ($END - $START)" | bc -l)
+
 echo
 printf 'baseline (axum hello)   %10.0f req/s\n' "$BASE"
 printf 'redirect (cache hit)    %10.0f req/s   %5.1f%% of baseline (target >= 60%%)\n' \
   "$REDIRECT" "$(echo "$REDIRECT * 100 / $BASE" | bc -l)"
 printf 'create (201, durable)   %10.0f req/s   (target >= 2000)\n' "$CREATED"
+printf 'notify accepted (202)   %10.0f req/s\n' "$(echo "$NOTIFY_OUT" | sed -nE 's/.*accepted_per_s=([0-9]+).*/\1/p')"
+printf 'notify end to end       %10.0f notifications/s (%.0f deliveries/s) API -> outbox (peak need: 185/s)\n' "$E2E" "$(echo "$E2E * 3" | bc -l)"

@@ -17,7 +17,7 @@ use hanul_shared::notify::{
     WorkerConfig,
 };
 use hanul_shared::ports::{
-    Clock, DevicePlatform, EmailMessage, EmailSender, ManualClock, PushMessage, PushSender, Queue,
+    DevicePlatform, EmailMessage, EmailSender, ManualClock, PushMessage, PushSender, Queue,
     SendError, SmsMessage, SmsSender, Table,
 };
 

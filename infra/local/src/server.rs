@@ -249,14 +249,19 @@ pub async fn app(
     Ok(http::api(functions.merge(local), body_limit))
 }
 
-/// Every push, SMS and email that left, in send order.
+/// Every push, SMS and email that left, in send order; `?count=true` gives
+/// only how many.
 async fn list_outbox(
     State(outbox): State<Arc<Outbox>>,
+    axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let items = outbox
         .list()
         .await
         .map_err(|e| ApiError::unavailable(format!("the outbox cannot be read: {e}"), 1))?;
+    if query.get("count").is_some_and(|v| v == "true") {
+        return Ok(Json(json!({ "count": items.len() })));
+    }
     Ok(Json(json!({ "items": items })))
 }
 
