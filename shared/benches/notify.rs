@@ -69,6 +69,7 @@ fn message(i: u64) -> String {
         title: "Bench".into(),
         body: "A notification body of a typical length, about sixty characters.".into(),
         data: None,
+        category: "orders".into(),
     })
     .unwrap()
 }
@@ -76,6 +77,10 @@ fn message(i: u64) -> String {
 fn worker(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let s = setup();
+    let settings: Settings =
+        serde_json::from_value(serde_json::json!({"email": "bench@example.com"})).unwrap();
+    rt.block_on(s.service.put_settings("bench", settings))
+        .unwrap();
     let mut group = c.benchmark_group("notify/worker");
     let mut i = 0u64;
     group.throughput(Throughput::Elements(1));

@@ -241,7 +241,71 @@ async fn racing_sends_of_one_event_make_one_notification(table: Arc<dyn Table>) 
     );
 }
 
+async fn the_scheduler_catches_up_after_an_outage(table: Arc<dyn Table>) {
+    let f = fixture(table);
+    let settings: Settings =
+        serde_json::from_value(serde_json::json!({"email": "nina@example.com"})).unwrap();
+    f.service.put_settings("nina", settings).await.unwrap();
+    f.clock.set(1_800_000_000_000); // 2027-01-15T08:00:00Z
+    assert_eq!(
+        f.service.drain_schedule().await.unwrap(),
+        0,
+        "the first run sets the watermark"
+    );
+    let mut later = request("after-outage", r#"["email"]"#);
+    later.send_at = Some("2027-01-15T09:00:00Z".into());
+    f.service.send(later).await.unwrap();
+    // The scheduler is down for ten hours; the due item is long past.
+    f.clock.advance(10 * 3600 * 1000);
+    assert_eq!(f.service.drain_schedule().await.unwrap(), 1);
+    assert_eq!(take(&f, DeliveryQueue::Email).await.len(), 1);
+}
+
+async fn event_ids_belong_to_their_recipient(table: Arc<dyn Table>) {
+    let f = fixture(table);
+    let a = f
+        .service
+        .send(request("order-42", r#"["email"]"#))
+        .await
+        .unwrap();
+    let mut other = request("order-42", r#"["email"]"#);
+    other.user_id = "omar".into();
+    let b = f.service.send(other).await.unwrap();
+    assert_ne!(a.notification_id, b.notification_id);
+    assert!(b.created);
+}
+
+async fn a_queued_delivery_follows_later_opt_outs(table: Arc<dyn Table>) {
+    let f = fixture(table);
+    let on: Settings =
+        serde_json::from_value(serde_json::json!({"phone": "+821012345678"})).unwrap();
+    f.service.put_settings("nina", on).await.unwrap();
+    let sent = f
+        .service
+        .send(request("promo", r#"["sms"]"#))
+        .await
+        .unwrap();
+    let body = take(&f, DeliveryQueue::Sms).await.remove(0);
+    let off: Settings = serde_json::from_value(
+        serde_json::json!({"phone": "+821012345678", "channels": {"sms": false}}),
+    )
+    .unwrap();
+    f.service.put_settings("nina", off).await.unwrap();
+    let provider = Arc::new(Provider::default());
+    let outcome = worker(&f, provider.clone())
+        .deliver(&body, 1, T0)
+        .await
+        .unwrap();
+    assert_eq!(outcome, Delivered::Dropped("channel_off".into()));
+    assert_eq!(provider.sent.load(Ordering::SeqCst), 0);
+    let status = f.service.status(&sent.notification_id).await.unwrap();
+    assert_eq!(status.deliveries[0].status, "skipped");
+}
+
 on_both_tables!(
+    the_scheduler_catches_up_after_an_outage,
+    event_ids_belong_to_their_recipient,
+    a_queued_delivery_follows_later_opt_outs,
     the_scheduler_queues_what_is_due_and_nothing_early,
     a_redelivered_message_is_sent_once,
     a_dead_token_disables_the_device,

@@ -169,7 +169,29 @@ async fn a_global_rule_is_sharded_and_still_bounded(table: Arc<dyn Table>) {
     );
 }
 
+async fn an_expired_state_started_over_is_not_overwritten_by_an_old_copy(table: Arc<dyn Table>) {
+    // Instance A remembers key k's state from long ago; instance B starts k
+    // over after it expired. A's stale copy must not match B's new state.
+    let clock = ManualClock::new(1_800_000_000_000);
+    let a = limiter(&table, clock.clone());
+    let b = limiter(&table, clock.clone());
+    assert!(admitted(&a, "windowed", "k").await);
+    clock.advance(3 * 3_600_000);
+    // B starts the key over (its first version), then both keep going: had
+    // A's old copy matched B's new state, B's count would be lost and more
+    // than 5 would get through in this window.
+    let mut through = 0;
+    for i in 0..20 {
+        let l = if i % 2 == 0 { &b } else { &a };
+        if admitted(l, "windowed", "k").await {
+            through += 1;
+        }
+    }
+    assert_eq!(through, 5, "the window holds 5, whoever asks");
+}
+
 on_both_tables!(
+    an_expired_state_started_over_is_not_overwritten_by_an_old_copy,
     an_admission_is_one_conditional_write_and_a_refusal_is_free,
     two_hundred_concurrent_requests_against_fifty,
     instances_share_one_limit_and_conflicts_are_retried,

@@ -96,7 +96,9 @@ async fn bad_id_requests_are_400(backend: Backend) {
 /// restart (so the restarted host must wait for it), and once it lapses the
 /// recycled machine id only issues IDs above everything issued before.
 async fn a_killed_host_never_repeats_an_id(backend: Backend) {
-    let env = [("ID_MACHINE_RANGE", "7-7"), ("ID_LEASE_SECONDS", "3")];
+    // The lease must outlast a restart (which, on moto, creates every
+    // subsystem's resources) so that the 503 below is seen.
+    let env = [("ID_MACHINE_RANGE", "7-7"), ("ID_LEASE_SECONDS", "10")];
     let mut host = LocalHost::start_with(backend, &env);
     let mut before = Vec::new();
     for _ in 0..5 {
@@ -110,7 +112,7 @@ async fn a_killed_host_never_repeats_an_id(backend: Backend) {
         "ids_unavailable",
         "the dead host's lease survived the crash"
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(30);
     let after = loop {
         let r = ids(&host, 1000).await;
         if r.status() == 200 {

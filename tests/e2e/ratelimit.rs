@@ -22,6 +22,9 @@ fn start(backend: Backend, rules: &str, extra: &[(&str, &str)]) -> (LocalHost, t
     let mut env = vec![
         ("RATE_LIMIT_RULES", path.as_str()),
         ("SERVICE_API_KEYS", "e2e:e2e-service-key-0123456789abcdef"),
+        // Exact counts need every decision from the store: a busy test
+        // machine must not push moto past the 50 ms default into fail-open.
+        ("RATE_LIMIT_STORE_TIMEOUT_MS", "5000"),
     ];
     env.extend_from_slice(extra);
     (LocalHost::start_with(backend, &env), dir)
@@ -193,7 +196,11 @@ rules:
         let (host, _dir) = start(
             backend,
             rules,
-            &[("LOCAL_RATE_LIMIT_STORE", fault), ("HANUL_METRICS", "true")],
+            &[
+                ("LOCAL_RATE_LIMIT_STORE", fault),
+                ("HANUL_METRICS", "true"),
+                ("RATE_LIMIT_STORE_TIMEOUT_MS", "50"),
+            ],
         );
         let c = client();
         // Fail open, but the in-process fallback still keeps the limit of 5.

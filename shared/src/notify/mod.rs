@@ -37,6 +37,8 @@ impl From<TableError> for NotifyError {
     fn from(e: TableError) -> Self {
         match e {
             TableError::Throttled => NotifyError::Throttled,
+            // Keys and items past the store's limits come from the request.
+            TableError::Invalid(m) => NotifyError::Invalid("invalid_request", m),
             other => NotifyError::Store(other.to_string()),
         }
     }

@@ -27,7 +27,7 @@ use crate::shortener::link::format_instant;
 
 /// Due items and event ids live this long.
 const KEEP_SECS: u64 = 30 * 24 * 3600;
-/// How far back the scheduler looks for due items it has not sent yet.
+/// Where the scheduler starts the first time (no watermark yet).
 const LOOKBACK_HOURS: u64 = 6;
 
 fn user_pk(user: &str) -> String {
@@ -60,6 +60,9 @@ pub struct DeliveryMessage {
     pub body: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<serde_json::Value>,
+    /// Checked again against the user's settings when it goes out.
+    #[serde(default)]
+    pub category: String,
 }
 
 impl DeliveryMessage {
@@ -249,6 +252,9 @@ impl NotifyService {
     }
 
     pub async fn remove_device(&self, user: &str, device_id: &str) -> Result<(), NotifyError> {
+        if device_id.len() != 16 || !device_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(NotifyError::DeviceNotFound);
+        }
         let key = Key::new(user_pk(user), format!("device#{device_id}"));
         match self.table.delete(&key, Some(Condition::Exists)).await {
             Ok(_) => Ok(()),
@@ -314,7 +320,12 @@ impl NotifyService {
     pub async fn send(&self, request: SendRequest) -> Result<Sent, NotifyError> {
         let now = self.clock.now_ms();
         let send_at = request.validate(now)?;
-        let event_key = Key::new(format!("event#{}", request.event_id), "event");
+        // Event ids are the producer's: one per recipient, so two services
+        // that both say "order-42" for different users do not collide.
+        let event_key = Key::new(
+            format!("event#{}#{}", request.user_id, request.event_id),
+            "event",
+        );
         if let Some(sent) = self.already_sent(&event_key).await? {
             return Ok(sent);
         }
@@ -368,6 +379,7 @@ impl NotifyService {
                             title: request.title.clone(),
                             body: request.body.clone(),
                             data: request.data.clone(),
+                            category: request.category.clone(),
                         },
                         due,
                     ));
@@ -393,7 +405,13 @@ impl NotifyService {
             match (channel, skip) {
                 (_, Some(reason)) => plan(channel, None, Some(reason)),
                 (Channel::Push, None) => {
-                    let live: Vec<&Device> = devices.iter().filter(|d| d.enabled).collect();
+                    // Capped: concurrent registrations can pass the limit,
+                    // and a send must stay one transaction.
+                    let live: Vec<&Device> = devices
+                        .iter()
+                        .filter(|d| d.enabled)
+                        .take(MAX_DEVICES)
+                        .collect();
                     if live.is_empty() {
                         plan(channel, None, Some("no_device"));
                     }
@@ -557,10 +575,20 @@ impl NotifyService {
         let now = self.clock.now_ms();
         let horizon = now + MAX_DELAY.as_millis() as u64 - 60_000;
         let mut queued = 0;
-        let first = now.saturating_sub(LOOKBACK_HOURS * 3_600_000);
+        // From the oldest hour that may still hold due items (the watermark),
+        // so no accepted delivery is left behind however long the scheduler
+        // or the queue was down.
+        let watermark_key = Key::new("due#watermark", "watermark");
+        let first = match self.table.get(&watermark_key, Consistency::Strong).await? {
+            Some(item) => get_i64(&item, "hour").unwrap_or(0).max(0) as u64,
+            None => now.saturating_sub(LOOKBACK_HOURS * 3_600_000),
+        };
+        let current = now - now % 3_600_000;
         let mut hour = first - first % 3_600_000;
+        let mut oldest_left: Option<u64> = None;
         while hour <= horizon {
             let mut cursor = None;
+            let mut left = false;
             loop {
                 let page = self
                     .table
@@ -572,14 +600,27 @@ impl NotifyService {
                     )
                     .await?;
                 for item in &page.items {
-                    queued += usize::from(self.send_due(item, now).await);
+                    let sent = self.send_due(item, now).await;
+                    queued += usize::from(sent);
+                    left |= !sent;
                 }
                 cursor = page.next;
                 if cursor.is_none() {
                     break;
                 }
             }
+            if left && oldest_left.is_none() {
+                oldest_left = Some(hour);
+            }
             hour += 3_600_000;
+        }
+        // New due items are never in past hours, so everything before the
+        // oldest hour with leftovers (or before this hour) is done.
+        let next = oldest_left.unwrap_or(current).min(current);
+        if next != first {
+            let mut item = watermark_key.to_item();
+            item.insert("hour".into(), num(next));
+            self.table.put(item, None).await?;
         }
         if queued > 0 {
             Metrics::new()

@@ -192,12 +192,68 @@ impl DeliveryWorker {
             Err(e) => return Err(format!("cannot claim the delivery: {e}")),
         }
 
-        if m.channel == Channel::Push
-            && let Some(reason) = self.device_gone(m).await?
-        {
+        let outcome = self.send_claimed(m, &attempt_key, attempt).await;
+        if outcome.is_err() {
+            // Free the claim, so the retry does not wait out the lease.
+            let release = Update::new().set("state", s("failed"));
+            if let Err(e) = self.table.update(&attempt_key, release, None).await {
+                tracing::warn!(error = %e, "an attempt record stays claimed until its lease ends");
+            }
+        }
+        outcome
+    }
+
+    /// The user's settings now: a delivery follows opt-outs and address
+    /// changes made after it was queued (a schedule can be a year long).
+    async fn current_settings(&self, user: &str) -> Result<super::Settings, String> {
+        let item = self
+            .table
+            .get(
+                &Key::new(format!("user#{user}"), "settings"),
+                crate::ports::table::Consistency::Strong,
+            )
+            .await
+            .map_err(|e| format!("cannot read the settings: {e}"))?;
+        match item.as_ref().and_then(|i| get_str(i, "doc")) {
+            Some(doc) => serde_json::from_str(doc).map_err(|e| format!("bad settings: {e}")),
+            None => Ok(super::Settings::default()),
+        }
+    }
+
+    async fn send_claimed(
+        &self,
+        m: &DeliveryMessage,
+        attempt_key: &Key,
+        attempt: u32,
+    ) -> Result<Delivered, String> {
+        let settings = self.current_settings(&m.user_id).await?;
+        let address = match m.channel {
+            Channel::Push => Some(m.to.clone()),
+            Channel::Sms => settings.phone.clone(),
+            Channel::Email => settings.email.clone(),
+        };
+        let skip = if !settings.channels.allows(m.channel) {
+            Some("channel_off".to_owned())
+        } else if !m.category.is_empty() && !settings.category_on(&m.category) {
+            Some("category_off".to_owned())
+        } else if address.is_none() {
+            Some(
+                if m.channel == Channel::Sms {
+                    "no_phone"
+                } else {
+                    "no_email"
+                }
+                .to_owned(),
+            )
+        } else if m.channel == Channel::Push {
+            self.device_gone(m).await?
+        } else {
+            None
+        };
+        if let Some(reason) = skip {
             self.finish(
                 m,
-                &attempt_key,
+                attempt_key,
                 "skipped",
                 Some(reason.as_str()),
                 attempt,
@@ -206,6 +262,8 @@ impl DeliveryWorker {
             .await;
             return Ok(Delivered::Dropped(reason));
         }
+        let to = address.unwrap_or_default();
+        let attempt_key = attempt_key.clone();
 
         let sent = match m.channel {
             Channel::Push => {
@@ -218,7 +276,7 @@ impl DeliveryWorker {
                         notification_id: m.notification_id.clone(),
                         dedupe_id: m.delivery_id.clone(),
                         platform,
-                        token: m.to.clone(),
+                        token: to.clone(),
                         title: m.title.clone(),
                         body: m.body.clone(),
                         data: m.data.clone(),
@@ -231,7 +289,7 @@ impl DeliveryWorker {
                     .sms(&SmsMessage {
                         notification_id: m.notification_id.clone(),
                         dedupe_id: m.delivery_id.clone(),
-                        to: m.to.clone(),
+                        to: to.clone(),
                         body: format!("{}\n{}", m.title, m.body),
                     })
                     .await
@@ -242,7 +300,7 @@ impl DeliveryWorker {
                     .email(&EmailMessage {
                         notification_id: m.notification_id.clone(),
                         dedupe_id: m.delivery_id.clone(),
-                        to: m.to.clone(),
+                        to: to.clone(),
                         subject: m.title.clone(),
                         body: m.body.clone(),
                     })

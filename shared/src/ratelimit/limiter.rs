@@ -335,6 +335,11 @@ impl RateLimiter {
 
     /// One rule for an explicit key (the check API).
     pub async fn check(&self, rule: &Arc<Rule>, key: &str) -> Result<Outcome, Unavailable> {
+        let key = if rule.key == KeySource::Global {
+            "*"
+        } else {
+            key
+        };
         let stored = match &rule.key {
             KeySource::ApiKey | KeySource::Header(_) => hashed(key),
             _ => key.to_owned(),
@@ -488,7 +493,14 @@ impl RateLimiter {
                 // could only refuse too.
                 return Ok((decision, Source::Local));
             };
-            let version = known.as_ref().map_or(1, |k| k.version + 1);
+            // A random version, not a counter: after a state expires and
+            // starts over, an old copy elsewhere must not match the new one.
+            let version = loop {
+                let v = fastrand::i64(1..i64::MAX);
+                if known.as_ref().is_none_or(|k| k.version != v) {
+                    break v;
+                }
+            };
             let item = state_item(pk, version, &next, limit);
             let condition = match &known {
                 None => Condition::absent_or_expired(now / 1000),

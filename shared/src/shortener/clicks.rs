@@ -238,9 +238,35 @@ async fn send_loop(queue: Arc<dyn Queue>, mut rx: mpsc::Receiver<ClickEvent>) {
             .map(OutgoingMessage::new)
             .collect();
         let mut delay = Duration::from_millis(50);
+        let mut messages = messages;
         for attempt in 1..=4 {
             match queue.send_batch(messages.clone()).await {
-                Ok(_) => break,
+                Ok(results) => {
+                    // Entries the queue refused one by one are tried again.
+                    let refused: Vec<OutgoingMessage> = messages
+                        .iter()
+                        .zip(results)
+                        .filter(|(_, r)| r.is_err())
+                        .map(|(m, _)| m.clone())
+                        .collect();
+                    if refused.is_empty() {
+                        break;
+                    }
+                    if attempt == 4 {
+                        tracing::error!(
+                            dropped = refused.len(),
+                            "click events refused by the queue"
+                        );
+                        Metrics::new()
+                            .dimension("Subsystem", "shortener")
+                            .count("ClicksDropped", refused.len() as u64)
+                            .emit();
+                        break;
+                    }
+                    messages = refused;
+                    tokio::time::sleep(delay).await;
+                    delay *= 4;
+                }
                 Err(e) if attempt == 4 => {
                     tracing::error!(error = %e, dropped = messages.len(), "click events could not be queued");
                     Metrics::new()
