@@ -302,7 +302,31 @@ async fn a_queued_delivery_follows_later_opt_outs(table: Arc<dyn Table>) {
     assert_eq!(status.deliveries[0].status, "skipped");
 }
 
+async fn a_send_that_could_not_queue_is_queued_by_the_scheduler(table: Arc<dyn Table>) {
+    let f = fixture(table.clone());
+    // The same table, but no queues: as if the process died after the commit.
+    let broken = NotifyService::new(table, f.clock.clone(), HashMap::new(), None);
+    let settings: Settings =
+        serde_json::from_value(serde_json::json!({"email": "nina@example.com"})).unwrap();
+    broken.put_settings("nina", settings).await.unwrap();
+    let sent = broken
+        .send(request("lost-enqueue", r#"["email"]"#))
+        .await
+        .unwrap();
+    assert_eq!(sent.status, "queued", "accepted: the delivery is recorded");
+    assert_eq!(
+        f.service.drain_schedule().await.unwrap(),
+        0,
+        "left to its send at first"
+    );
+    f.clock.advance(31_000);
+    assert_eq!(f.service.drain_schedule().await.unwrap(), 1);
+    assert_eq!(take(&f, DeliveryQueue::Email).await.len(), 1);
+    assert_eq!(f.service.drain_schedule().await.unwrap(), 0);
+}
+
 on_both_tables!(
+    a_send_that_could_not_queue_is_queued_by_the_scheduler,
     the_scheduler_catches_up_after_an_outage,
     event_ids_belong_to_their_recipient,
     a_queued_delivery_follows_later_opt_outs,

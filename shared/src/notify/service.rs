@@ -27,6 +27,10 @@ use crate::shortener::link::format_instant;
 
 /// Due items and event ids live this long.
 const KEEP_SECS: u64 = 30 * 24 * 3600;
+/// How long the scheduler leaves a due item to the send that wrote it, so
+/// one delivery is not queued twice (the worker would drop the second, but
+/// each copy would have its own attempt count).
+const GRACE_MS: u64 = 30_000;
 /// Where the scheduler starts the first time (no watermark yet).
 const LOOKBACK_HOURS: u64 = 6;
 
@@ -471,6 +475,11 @@ impl NotifyService {
                 );
                 item.insert("due".into(), num(*at));
                 item.insert("ttl".into(), num(at / 1000 + KEEP_SECS));
+                if *at <= now + MAX_DELAY.as_millis() as u64 {
+                    // This send queues it right after the commit: the
+                    // scheduler leaves it alone unless that did not happen.
+                    item.insert("graceUntil".into(), num(now + GRACE_MS));
+                }
                 ops.push(TxOp::Put {
                     item,
                     condition: None,
@@ -646,6 +655,9 @@ impl NotifyService {
             let _ = self.table.delete(&key, None).await;
             return false;
         };
+        if get_i64(item, "graceUntil").is_some_and(|g| g > now as i64) {
+            return false;
+        }
         let due = get_i64(item, "due").unwrap_or(0).max(0) as u64;
         if !self.enqueue(queue, &message, due.saturating_sub(now)).await {
             return false;
