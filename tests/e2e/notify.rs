@@ -502,7 +502,7 @@ async fn quiet_hours_and_schedules_delay_sends(backend: Backend) {
     let r = send(
         &host,
         json!({"eventId": "soon-1", "userId": "gus", "category": "news",
-               "channels": ["email"], "title": "Soon", "body": "in 2 s", "sendAt": rfc3339_in(2)}),
+               "channels": ["email"], "title": "Soon", "body": "in 4 s", "sendAt": rfc3339_in(4)}),
     )
     .await;
     let body: Value = r.json().await.unwrap();
