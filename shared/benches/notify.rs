@@ -31,11 +31,7 @@ fn setup() -> Setup {
         Arc::new(EmbeddedTable::new(store.clone(), "outbox")),
         Arc::new(SystemClock),
     ));
-    let senders = Senders {
-        push: outbox.clone(),
-        sms: outbox.clone(),
-        email: outbox,
-    };
+    let senders = Senders::all(outbox);
     let queues: HashMap<DeliveryQueue, Arc<dyn Queue>> = DeliveryQueue::ALL
         .into_iter()
         .map(|q| {

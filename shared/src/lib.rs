@@ -9,4 +9,5 @@ pub mod notify;
 pub mod platform;
 pub mod ports;
 pub mod ratelimit;
+pub mod settings;
 pub mod shortener;

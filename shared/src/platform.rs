@@ -460,11 +460,7 @@ impl Platform {
                     self.table(TableName::Outbox).await?,
                     self.clock.clone(),
                 ));
-                let senders = Senders {
-                    push: outbox.clone(),
-                    sms: outbox.clone(),
-                    email: outbox,
-                };
+                let senders = Senders::all(outbox);
                 Ok(self.senders.get_or_init(|| async { senders }).await.clone())
             }
             Backend::Aws {
@@ -474,11 +470,7 @@ impl Platform {
                 ..
             } => {
                 let unconfigured = Arc::new(crate::notify::worker::Unconfigured);
-                let mut senders = Senders {
-                    push: unconfigured.clone(),
-                    sms: unconfigured.clone(),
-                    email: unconfigured,
-                };
+                let mut senders = Senders::all(unconfigured);
                 let need = |name: &str| {
                     self.setting(name).ok_or_else(|| {
                         ConfigError(format!(

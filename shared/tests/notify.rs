@@ -106,11 +106,7 @@ fn worker(f: &Fixture, provider: Arc<Provider>) -> DeliveryWorker {
     DeliveryWorker::new(
         f.table.clone(),
         f.clock.clone(),
-        Senders {
-            push: provider.clone(),
-            sms: provider.clone(),
-            email: provider,
-        },
+        Senders::all(provider),
         WorkerConfig::from_settings(|_| None).unwrap(),
     )
 }

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use hanul_e2e::{Backend, LocalHost, client, error_code, token};
+use hanul_e2e::{Backend, LocalHost, client, error_code, rfc3339_in, token};
 use hanul_shared::notify::{email_queue, sms_queue};
 use hanul_shared::ports::OutgoingMessage;
 use serde_json::{Value, json};
@@ -429,27 +429,6 @@ fn hhmm(offset_minutes: i64) -> String {
         .as_secs() as i64;
     let minutes = ((now / 60 + offset_minutes) % 1440 + 1440) % 1440;
     format!("{:02}:{:02}", minutes / 60, minutes % 60)
-}
-
-fn rfc3339_in(secs: u64) -> String {
-    let t = std::time::SystemTime::now() + Duration::from_secs(secs);
-    let s = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let (days, rem) = (s / 86_400, s % 86_400);
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 async fn quiet_hours_and_schedules_delay_sends(backend: Backend) {

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use hanul_e2e::{Backend, LocalHost, client, error_code, start_fails, token};
+use hanul_e2e::{Backend, LocalHost, client, error_code, header, start_fails, token};
 use serde_json::{Value, json};
 
 const SERVICE_KEY: &str = "e2e-service-key-0123456789abcdef";
@@ -28,14 +28,6 @@ fn start(backend: Backend, rules: &str, extra: &[(&str, &str)]) -> (LocalHost, t
     ];
     env.extend_from_slice(extra);
     (LocalHost::start_with(backend, &env), dir)
-}
-
-fn header(r: &reqwest::Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
 }
 
 const FIFTY: &str = r#"

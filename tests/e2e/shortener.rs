@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use hanul_e2e::{Backend, LocalHost, client, error_code, token};
+use hanul_e2e::{Backend, LocalHost, client, error_code, header, rfc3339_in, token};
 use serde_json::{Value, json};
 
 async fn shorten(host: &LocalHost, body: Value, bearer: Option<&str>) -> reqwest::Response {
@@ -20,36 +20,6 @@ async fn created(host: &LocalHost, body: Value, bearer: Option<&str>) -> Value {
     let r = shorten(host, body.clone(), bearer).await;
     assert_eq!(r.status(), 201, "{body}");
     r.json().await.unwrap()
-}
-
-fn header(r: &reqwest::Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
-}
-
-fn rfc3339_in(secs: u64) -> String {
-    let at = std::time::SystemTime::now() + Duration::from_secs(secs);
-    let since = at.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let (days, rem) = (since / 86_400, since % 86_400);
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 async fn creates_links_and_reuses_them(backend: Backend) {

@@ -24,11 +24,7 @@ pub struct Recorded {
 impl Recorded {
     pub fn senders(inner: Senders, outbox: Arc<Outbox>) -> Senders {
         let recorded = Arc::new(Recorded { inner, outbox });
-        Senders {
-            push: recorded.clone(),
-            sms: recorded.clone(),
-            email: recorded,
-        }
+        Senders::all(recorded)
     }
 }
 
@@ -99,11 +95,7 @@ impl Failing {
                 .map(|(k, v)| (k, AtomicU32::new(v)))
                 .collect(),
         });
-        Senders {
-            push: failing.clone(),
-            sms: failing.clone(),
-            email: failing,
-        }
+        Senders::all(failing)
     }
 
     fn should_fail(&self, channel: &str) -> bool {

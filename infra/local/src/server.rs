@@ -353,11 +353,7 @@ pub async fn serve(args: Args) -> Result<(), StartError> {
         platform.clock(),
     ));
     let providers = match args.backend {
-        BackendKind::Embedded => Senders {
-            push: outbox.clone(),
-            sms: outbox.clone(),
-            email: outbox.clone(),
-        },
+        BackendKind::Embedded => Senders::all(outbox.clone()),
         BackendKind::Aws => Recorded::senders(platform.all_senders().await?, outbox.clone()),
     };
     let failures = Failing::parse(&std::env::var("LOCAL_SENDER_FAILURES").unwrap_or_default())

@@ -25,6 +25,17 @@ pub struct Senders {
     pub email: Arc<dyn EmailSender>,
 }
 
+impl Senders {
+    /// One provider for every channel (the outbox, a decorator).
+    pub fn all<P: PushSender + SmsSender + EmailSender>(provider: Arc<P>) -> Self {
+        Self {
+            push: provider.clone(),
+            sms: provider.clone(),
+            email: provider,
+        }
+    }
+}
+
 impl std::fmt::Debug for Senders {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Senders").finish_non_exhaustive()
@@ -43,18 +54,8 @@ pub struct WorkerConfig {
 
 impl WorkerConfig {
     pub fn from_settings(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let ms = |name: &str, default: u64, min: u64, max: u64| -> Result<u64, String> {
-            match get(name) {
-                None => Ok(default),
-                Some(raw) => raw
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|v| (min..=max).contains(v))
-                    .ok_or(format!(
-                        "{name}={raw:?}: expected milliseconds from {min} to {max}"
-                    )),
-            }
+        let ms = |name: &str, default: u64, min: u64, max: u64| {
+            crate::settings::bounded(&get, name, default, min, max, "milliseconds")
         };
         let base = ms("NOTIFY_BACKOFF_BASE_MS", 1000, 1, 900_000)?;
         let max = ms("NOTIFY_BACKOFF_MAX_MS", 300_000, base, 43_200_000)?;

@@ -45,18 +45,8 @@ impl Default for LimiterConfig {
 
 impl LimiterConfig {
     pub fn from_settings(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let number = |name: &str, default: u64, min: u64, max: u64| -> Result<u64, String> {
-            match get(name) {
-                None => Ok(default),
-                Some(raw) => raw
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|v| (min..=max).contains(v))
-                    .ok_or(format!(
-                        "{name}={raw:?}: expected a whole number from {min} to {max}"
-                    )),
-            }
+        let number = |name: &str, default: u64, min: u64, max: u64| {
+            crate::settings::bounded(&get, name, default, min, max, "a whole number")
         };
         Ok(Self {
             store_timeout: Duration::from_millis(number(

@@ -75,18 +75,8 @@ impl ShortenerConfig {
         if code_key.as_ref().is_some_and(|k| k.trim().len() < 32) {
             return Err("SHORTENER_CODE_KEY must be at least 32 characters".into());
         }
-        let number = |name: &str, default: u64, min: u64, max: u64| -> Result<u64, String> {
-            match get(name) {
-                None => Ok(default),
-                Some(raw) => raw
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|v| (min..=max).contains(v))
-                    .ok_or(format!(
-                        "{name}={raw:?}: expected a whole number from {min} to {max}"
-                    )),
-            }
+        let number = |name: &str, default: u64, min: u64, max: u64| {
+            crate::settings::bounded(&get, name, default, min, max, "a whole number")
         };
         Ok(Self {
             base_url,
