@@ -8,6 +8,12 @@ cd "$(dirname "$0")/../.."
 export PATH="$PWD/.venv/bin:$PATH" SAM_CLI_TELEMETRY=0 SAM_BUILD_MODE=debug
 export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1}
 rm -rf .aws-sam/build
+# SAM_BUILD_SCRATCH=1 (CI): build in a throwaway target directory and delete
+# it and the artifacts once checked; the arm64 tree is several GB of disk.
+if [[ ${SAM_BUILD_SCRATCH:-} == 1 ]]; then
+  export CARGO_TARGET_DIR=$PWD/.build/sam-target
+  trap 'rm -rf "$CARGO_TARGET_DIR" .aws-sam/build' EXIT
+fi
 if rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu \
    || rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1; then
   arch=arm64

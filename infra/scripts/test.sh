@@ -33,9 +33,10 @@ export AWS_ENDPOINT_URL=$endpoint AWS_REGION=us-east-1
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
 unset AWS_PROFILE AWS_SESSION_TOKEN
 
-step "build"
-cargo build --workspace --locked --bins
-export HANUL_LOCAL_BIN=$PWD/target/debug/hanul-local
-
 step "tests: unit, property, contract (embedded + moto), poller, end-to-end (both backends)"
+# One build: nextest builds every test and, for hanul-local's and the
+# functions' own tests, their binaries too, with the same features. A separate
+# `cargo build --bins` would compile the AWS SDK a second time, because the
+# dev-dependencies change the features of crates deep under it.
+export HANUL_LOCAL_BIN=$PWD/target/debug/hanul-local
 cargo nextest run --workspace --locked --no-fail-fast
