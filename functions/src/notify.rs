@@ -17,8 +17,7 @@ use hanul_shared::http::service_keys::ServiceKeys;
 use hanul_shared::http::{ApiError, json_rejection};
 use hanul_shared::notify::model::RegisterDevice;
 use hanul_shared::notify::{
-    Delivered, DeliveryQueue, DeliveryWorker, NotifyService, SendRequest, Settings, email_queue,
-    push_android_queue, push_ios_queue, sms_queue,
+    Delivered, DeliveryQueue, DeliveryWorker, NotifyService, SendRequest, Settings,
 };
 use hanul_shared::ports::Queue;
 use lambda_runtime::LambdaEvent;
@@ -204,14 +203,15 @@ async fn status(
 }
 
 macro_rules! delivery_worker {
-    ($name:literal, $queue:expr, $spec:expr) => {
+    ($name:literal, $queue:expr) => {
         Worker {
             name: $name,
-            queue: $spec,
+            queue: |platform| Ok($queue.spec(platform.notify_max_attempts()?)),
             build: |platform| {
                 Box::pin(async move {
                     let worker = Arc::new(platform.delivery_worker($queue).await?);
-                    let queue = platform.queue(&$queue.spec()).await?;
+                    let spec = $queue.spec(platform.notify_max_attempts()?);
+                    let queue = platform.queue(&spec).await?;
                     let handler: SqsHandler = Arc::new(move |event| {
                         let (worker, queue) = (worker.clone(), queue.clone());
                         Box::pin(
@@ -225,16 +225,11 @@ macro_rules! delivery_worker {
     };
 }
 
-pub const PUSH_IOS_WORKER: Worker =
-    delivery_worker!("notify-push-ios", DeliveryQueue::PushIos, push_ios_queue);
-pub const PUSH_ANDROID_WORKER: Worker = delivery_worker!(
-    "notify-push-android",
-    DeliveryQueue::PushAndroid,
-    push_android_queue
-);
-pub const SMS_WORKER: Worker = delivery_worker!("notify-sms", DeliveryQueue::Sms, sms_queue);
-pub const EMAIL_WORKER: Worker =
-    delivery_worker!("notify-email", DeliveryQueue::Email, email_queue);
+pub const PUSH_IOS_WORKER: Worker = delivery_worker!("notify-push-ios", DeliveryQueue::PushIos);
+pub const PUSH_ANDROID_WORKER: Worker =
+    delivery_worker!("notify-push-android", DeliveryQueue::PushAndroid);
+pub const SMS_WORKER: Worker = delivery_worker!("notify-sms", DeliveryQueue::Sms);
+pub const EMAIL_WORKER: Worker = delivery_worker!("notify-email", DeliveryQueue::Email);
 
 /// The messages of a batch are independent deliveries (standard queues), so
 /// they go out concurrently; a failure is reported for that message alone,

@@ -138,7 +138,8 @@ pub type WorkerBuildFuture = Pin<Box<dyn Future<Output = Result<SqsHandler, Conf
 /// locally the host's poller does.
 pub struct Worker {
     pub name: &'static str,
-    pub queue: fn() -> QueueSpec,
+    /// The queue it drains, as its settings shape it.
+    pub queue: fn(&Platform) -> Result<QueueSpec, ConfigError>,
     pub build: fn(Arc<Platform>) -> WorkerBuildFuture,
 }
 

@@ -136,7 +136,7 @@ pub const URLS_QR: Function = Function {
 
 pub const CLICKS_WORKER: Worker = Worker {
     name: "shortener-clicks",
-    queue: click_queue,
+    queue: |_| Ok(click_queue()),
     build: |platform| {
         Box::pin(async move {
             let aggregator = Arc::new(ClickAggregator::new(
@@ -154,7 +154,7 @@ pub const CLICKS_WORKER: Worker = Worker {
 
 pub const CDN_INVALIDATE_WORKER: Worker = Worker {
     name: "cdn-invalidate",
-    queue: invalidation_queue,
+    queue: |_| Ok(invalidation_queue()),
     build: |platform| {
         Box::pin(async move {
             let cdn = platform.cdn().await?;

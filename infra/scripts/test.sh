@@ -6,6 +6,7 @@ cd "$(dirname "$0")/../.."
 step() { printf '\n==> %s\n' "$*"; }
 
 step "tools"
+df -h . | awk 'NR == 2 { print "disk: " $4 " free of " $2 }'
 infra/scripts/venv.sh
 export PATH="$PWD/.venv/bin:$PATH"
 if ! cargo nextest --version >/dev/null 2>&1; then

@@ -37,7 +37,10 @@ fn setup() -> Setup {
         .map(|q| {
             (
                 q,
-                Arc::new(EmbeddedQueue::new(store.clone(), q.spec())) as Arc<dyn Queue>,
+                Arc::new(EmbeddedQueue::new(
+                    store.clone(),
+                    q.spec(hanul_shared::notify::DEFAULT_MAX_ATTEMPTS),
+                )) as Arc<dyn Queue>,
             )
         })
         .collect();

@@ -424,14 +424,21 @@ impl Platform {
         ServiceKeys::parse(&raw).map_err(ConfigError)
     }
 
+    /// `NOTIFY_MAX_ATTEMPTS`: attempts per delivery, the delivery queues'
+    /// `maxReceiveCount`.
+    pub fn notify_max_attempts(&self) -> Result<u32, ConfigError> {
+        crate::notify::max_attempts(|n| self.setting(n)).map_err(ConfigError)
+    }
+
     /// The notification service (queues for every channel).
     pub async fn notify(&self) -> Result<Arc<NotifyService>, ConfigError> {
         self.notify
             .get_or_try_init(|| async {
                 let table = self.table(TableName::Notify).await?;
                 let mut queues = std::collections::HashMap::new();
+                let max_attempts = self.notify_max_attempts()?;
                 for q in DeliveryQueue::ALL {
-                    queues.insert(q, self.queue(&q.spec()).await?);
+                    queues.insert(q, self.queue(&q.spec(max_attempts)).await?);
                 }
                 let limiter = self.rate_limiter().await?;
                 Ok(Arc::new(NotifyService::new(

@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use hanul_shared::embedded::{EmbeddedQueue, EmbeddedStore};
 use hanul_shared::notify::model::RegisterDevice;
 use hanul_shared::notify::{
-    Delivered, DeliveryQueue, DeliveryWorker, NotifyService, SendRequest, Senders, Settings,
-    WorkerConfig,
+    DEFAULT_MAX_ATTEMPTS, Delivered, DeliveryQueue, DeliveryWorker, NotifyService, SendRequest,
+    Senders, Settings, WorkerConfig,
 };
 use hanul_shared::ports::{
     DevicePlatform, EmailMessage, EmailSender, ManualClock, PushMessage, PushSender, Queue,
@@ -40,7 +40,10 @@ fn fixture(table: Arc<dyn Table>) -> Fixture {
         .map(|q| {
             (
                 q,
-                Arc::new(EmbeddedQueue::new(store.clone(), q.spec())) as Arc<dyn Queue>,
+                Arc::new(EmbeddedQueue::new(
+                    store.clone(),
+                    q.spec(DEFAULT_MAX_ATTEMPTS),
+                )) as Arc<dyn Queue>,
             )
         })
         .collect();
@@ -68,11 +71,12 @@ fn request(event: &str, channels: &str) -> SendRequest {
     .unwrap()
 }
 
-/// Counts sends; push answers as told.
+/// Counts sends; push and SMS answer as told.
 #[derive(Default)]
 struct Provider {
     sent: AtomicU32,
     dead_token: bool,
+    sms_down: bool,
 }
 
 #[async_trait]
@@ -89,6 +93,9 @@ impl PushSender for Provider {
 #[async_trait]
 impl SmsSender for Provider {
     async fn sms(&self, _: &SmsMessage) -> Result<String, SendError> {
+        if self.sms_down {
+            return Err(SendError::Transient("503 from the SMS gateway".into()));
+        }
         self.sent.fetch_add(1, Ordering::SeqCst);
         Ok("s".into())
     }
@@ -168,6 +175,40 @@ async fn a_redelivered_message_is_sent_once(table: Arc<dyn Table>) {
     assert_eq!(w.deliver(&body, 2, T0).await.unwrap(), Delivered::Duplicate);
     assert_eq!(provider.sent.load(Ordering::SeqCst), 1);
     assert!(w.deliver("{garbage", 1, T0).await.is_err());
+}
+
+async fn the_configured_last_attempt_dead_letters(table: Arc<dyn Table>) {
+    let f = fixture(table);
+    let settings: Settings =
+        serde_json::from_value(serde_json::json!({"phone": "+821012345678"})).unwrap();
+    f.service.put_settings("nina", settings).await.unwrap();
+    let sent = f.service.send(request("otp", r#"["sms"]"#)).await.unwrap();
+    let body = take(&f, DeliveryQueue::Sms).await.remove(0);
+    let provider = Arc::new(Provider {
+        sms_down: true,
+        ..Provider::default()
+    });
+    let config = WorkerConfig::from_settings(|n| (n == "NOTIFY_MAX_ATTEMPTS").then(|| "2".into()));
+    let w = DeliveryWorker::new(
+        f.table.clone(),
+        f.clock.clone(),
+        Senders::all(provider),
+        config.unwrap(),
+    );
+    let status = |attempt: u32| {
+        let (w, body, f, id) = (&w, &body, &f, &sent.notification_id);
+        async move {
+            let outcome = w.deliver(body, attempt, T0).await.unwrap();
+            assert!(matches!(outcome, Delivered::Retry { .. }), "{outcome:?}");
+            let s = f.service.status(id).await.unwrap();
+            (s.deliveries[0].status.clone(), s.deliveries[0].attempts)
+        }
+    };
+    assert_eq!(status(1).await, ("retrying".to_owned(), 1));
+    assert_eq!(status(2).await, ("dead_lettered".to_owned(), 2));
+    assert_eq!(DeliveryQueue::Sms.spec(2).max_receive_count, 2);
+    let bad = WorkerConfig::from_settings(|n| (n == "NOTIFY_MAX_ATTEMPTS").then(|| "0".into()));
+    assert!(bad.unwrap_err().contains("NOTIFY_MAX_ATTEMPTS"));
 }
 
 async fn a_dead_token_disables_the_device(table: Arc<dyn Table>) {
@@ -329,5 +370,6 @@ on_both_tables!(
     the_scheduler_queues_what_is_due_and_nothing_early,
     a_redelivered_message_is_sent_once,
     a_dead_token_disables_the_device,
+    the_configured_last_attempt_dead_letters,
     racing_sends_of_one_event_make_one_notification,
 );

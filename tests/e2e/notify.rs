@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use hanul_e2e::{Backend, LocalHost, client, error_code, rfc3339_in, token};
-use hanul_shared::notify::{email_queue, sms_queue};
+use hanul_shared::notify::{DEFAULT_MAX_ATTEMPTS, DeliveryQueue};
 use hanul_shared::ports::OutgoingMessage;
 use serde_json::{Value, json};
 
@@ -363,7 +363,7 @@ async fn failures_are_retried_then_dead_lettered_and_redriven(backend: Backend) 
     assert_eq!(s["deliveries"][0]["attempts"], 5);
     let platform = host.platform().await;
     let dlq = platform
-        .dead_letter_queue(&sms_queue())
+        .dead_letter_queue(&DeliveryQueue::Sms.spec(DEFAULT_MAX_ATTEMPTS))
         .await
         .unwrap()
         .unwrap();
@@ -386,7 +386,10 @@ async fn a_malformed_message_goes_to_the_dlq_without_blocking_others(backend: Ba
     let host = start(backend, &[]);
     setup_user(&host, "finn", json!({"email": "finn@example.com"}), &[]).await;
     let platform = host.platform().await;
-    let queue = platform.queue(&email_queue()).await.unwrap();
+    let queue = platform
+        .queue(&DeliveryQueue::Email.spec(DEFAULT_MAX_ATTEMPTS))
+        .await
+        .unwrap();
     queue
         .send(OutgoingMessage::new("{this is not a delivery"))
         .await
@@ -407,7 +410,7 @@ async fn a_malformed_message_goes_to_the_dlq_without_blocking_others(backend: Ba
         "the good message is not blocked"
     );
     let dlq = platform
-        .dead_letter_queue(&email_queue())
+        .dead_letter_queue(&DeliveryQueue::Email.spec(DEFAULT_MAX_ATTEMPTS))
         .await
         .unwrap()
         .unwrap();
@@ -634,7 +637,7 @@ async fn bad_input_is_refused_and_nothing_is_queued(backend: Backend) {
 
     // Nothing was queued and nothing left.
     let platform = host.platform().await;
-    for spec in [email_queue(), sms_queue()] {
+    for spec in [DeliveryQueue::Email, DeliveryQueue::Sms].map(|q| q.spec(DEFAULT_MAX_ATTEMPTS)) {
         assert_eq!(
             platform.queue(&spec).await.unwrap().depth().await.unwrap(),
             0

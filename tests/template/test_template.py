@@ -603,7 +603,8 @@ def test_every_queue_has_a_dead_letter_queue_with_an_alarm(cfn):
         if redrive:
             target = redrive["deadLetterTargetArn"]["Fn::GetAtt"][0]
             assert target in queues, q_id
-            assert 1 <= redrive["maxReceiveCount"] <= 10, q_id
+            count = redrive["maxReceiveCount"]
+            assert count == {"Ref": "NotifyMaxAttempts"} or 1 <= count <= 10, q_id
             dead_letter.add(target)
     assert dead_letter, "no queue has a DLQ"
     for q_id, q in queues.items():
@@ -661,7 +662,14 @@ def test_notify_queues_have_depth_and_age_alarms(cfn):
         }
         assert ("ApproximateNumberOfMessagesVisible", dlq) in watched, q
         assert ("ApproximateAgeOfOldestMessage", queue) in watched, q
-        assert cfn["Resources"][queue]["Properties"]["RedrivePolicy"]["maxReceiveCount"] == 5
+        # One parameter sets both the queue's receives and the worker's count,
+        # so the last attempt is the one the worker marks dead_lettered.
+        attempts = {"Ref": "NotifyMaxAttempts"}
+        assert cfn["Resources"][queue]["Properties"]["RedrivePolicy"]["maxReceiveCount"] == attempts
+        worker = cfn["Resources"][f"Notify{q}Function"]["Properties"]
+        assert worker["Environment"]["Variables"]["NOTIFY_MAX_ATTEMPTS"] == attempts, q
+    param = cfn["Parameters"]["NotifyMaxAttempts"]
+    assert (param["Default"], param["MinValue"], param["MaxValue"]) == (5, 1, 100)
 
 
 def test_the_scheduler_runs_every_minute(cfn):

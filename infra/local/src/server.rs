@@ -281,21 +281,18 @@ async fn open_platform(args: &Args) -> Result<(Platform, Option<Arc<EmbeddedStor
 
 /// `hanul-local redrive <queue>`: the DLQ's messages back to the queue.
 pub async fn redrive(args: &Args, queue: &str, max: usize) -> Result<usize, StartError> {
-    let spec = hanul_functions::WORKERS
-        .iter()
-        .map(|w| (w.queue)())
-        .find(|spec| spec.name == queue)
-        .ok_or_else(|| {
-            let names: Vec<String> = hanul_functions::WORKERS
-                .iter()
-                .map(|w| (w.queue)().name)
-                .collect();
-            StartError::Invalid(format!(
-                "no queue {queue:?}; the queues are {}",
-                names.join(", ")
-            ))
-        })?;
     let (platform, _) = open_platform(args).await?;
+    let mut specs = Vec::new();
+    for worker in hanul_functions::WORKERS {
+        specs.push((worker.queue)(&platform)?);
+    }
+    let Some(spec) = specs.iter().find(|spec| spec.name == queue).cloned() else {
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        return Err(StartError::Invalid(format!(
+            "no queue {queue:?}; the queues are {}",
+            names.join(", ")
+        )));
+    };
     let target = platform.queue(&spec).await?;
     let dlq = platform
         .dead_letter_queue(&spec)
@@ -381,7 +378,7 @@ pub async fn serve(args: Args) -> Result<(), StartError> {
     let poller_config = crate::poller::PollerConfig::from_env().map_err(StartError::Invalid)?;
     let mut workers = Vec::new();
     for worker in hanul_functions::WORKERS {
-        let spec = (worker.queue)();
+        let spec = (worker.queue)(&platform)?;
         let queue = platform.queue(&spec).await?;
         let handler = (worker.build)(platform.clone()).await?;
         workers.push(tokio::spawn(crate::poller::run(

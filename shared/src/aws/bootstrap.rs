@@ -126,15 +126,45 @@ pub async fn ensure_queue(
             .to_string(),
         );
     }
-    let out = client
+    let created = client
         .create_queue()
         .queue_name(physical_name)
-        .set_attributes(Some(attributes))
+        .set_attributes(Some(attributes.clone()))
         .send()
-        .await
-        .map_err(|e| failed(physical_name, aws_sdk_sqs::error::DisplayErrorContext(&e)))?;
-    out.queue_url
-        .ok_or_else(|| failed(physical_name, "no queue URL in the answer"))
+        .await;
+    let url = match created {
+        Ok(out) => out.queue_url,
+        // Made earlier with other settings (say a new NOTIFY_MAX_ATTEMPTS):
+        // bring it to these. FIFO-ness cannot change, and need not.
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_queue_name_exists()) =>
+        {
+            let url = client
+                .get_queue_url()
+                .queue_name(physical_name)
+                .send()
+                .await
+                .map_err(|e| failed(physical_name, aws_sdk_sqs::error::DisplayErrorContext(&e)))?
+                .queue_url;
+            attributes.remove(&QueueAttributeName::FifoQueue);
+            client
+                .set_queue_attributes()
+                .set_queue_url(url.clone())
+                .set_attributes(Some(attributes))
+                .send()
+                .await
+                .map_err(|e| failed(physical_name, aws_sdk_sqs::error::DisplayErrorContext(&e)))?;
+            url
+        }
+        Err(e) => {
+            return Err(failed(
+                physical_name,
+                aws_sdk_sqs::error::DisplayErrorContext(&e),
+            ));
+        }
+    };
+    url.ok_or_else(|| failed(physical_name, "no queue URL in the answer"))
 }
 
 /// Finds the distribution whose comment is `name`, or creates one (an origin

@@ -44,8 +44,24 @@ impl From<TableError> for NotifyError {
     }
 }
 
-/// Attempts per delivery (the queues' `maxReceiveCount`); then the DLQ.
-pub const MAX_ATTEMPTS: u32 = 5;
+/// Attempts per delivery by default (the queues' `maxReceiveCount`); then
+/// the DLQ.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+
+/// `NOTIFY_MAX_ATTEMPTS` (1 to 100, default 5): attempts per delivery before
+/// its message is left in the DLQ. On AWS it must equal the queues'
+/// `maxReceiveCount`; the template sets both from one parameter.
+pub fn max_attempts(get: impl Fn(&str) -> Option<String>) -> Result<u32, String> {
+    let n = crate::settings::bounded(
+        &get,
+        "NOTIFY_MAX_ATTEMPTS",
+        DEFAULT_MAX_ATTEMPTS.into(),
+        1,
+        100,
+        "a number of attempts",
+    )?;
+    Ok(n as u32)
+}
 
 /// The four delivery queues: push iOS, push Android (FCM, also web), SMS,
 /// email. Each has a DLQ.
@@ -83,22 +99,10 @@ impl DeliveryQueue {
         }
     }
 
-    pub fn spec(self) -> QueueSpec {
+    /// The queue, its DLQ after `max_attempts` receives.
+    pub fn spec(self, max_attempts: u32) -> QueueSpec {
         QueueSpec::new(self.name())
             .with_visibility(Duration::from_secs(60))
-            .with_dead_letter(format!("{}-dlq", self.name()), MAX_ATTEMPTS)
+            .with_dead_letter(format!("{}-dlq", self.name()), max_attempts)
     }
-}
-
-pub fn push_ios_queue() -> QueueSpec {
-    DeliveryQueue::PushIos.spec()
-}
-pub fn push_android_queue() -> QueueSpec {
-    DeliveryQueue::PushAndroid.spec()
-}
-pub fn sms_queue() -> QueueSpec {
-    DeliveryQueue::Sms.spec()
-}
-pub fn email_queue() -> QueueSpec {
-    DeliveryQueue::Email.spec()
 }

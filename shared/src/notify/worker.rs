@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::Channel;
 use super::service::DeliveryMessage;
-use super::{Channel, MAX_ATTEMPTS};
 use crate::http::emf::{Metrics, Unit};
 use crate::ports::Clock;
 use crate::ports::senders::{
@@ -50,6 +50,8 @@ pub struct WorkerConfig {
     pub backoff_max: Duration,
     /// How long a claimed attempt keeps others off it.
     pub lease: Duration,
+    /// `NOTIFY_MAX_ATTEMPTS`: the last attempt's failure is `dead_lettered`.
+    pub max_attempts: u32,
 }
 
 impl WorkerConfig {
@@ -63,6 +65,7 @@ impl WorkerConfig {
             backoff_base: Duration::from_millis(base),
             backoff_max: Duration::from_millis(max),
             lease: Duration::from_secs(60),
+            max_attempts: super::max_attempts(&get)?,
         })
     }
 
@@ -340,7 +343,7 @@ impl DeliveryWorker {
                 if let Err(e) = self.table.update(&attempt_key, release, None).await {
                     tracing::warn!(error = %e, "an attempt record stays claimed until its lease ends");
                 }
-                let status = if attempt >= MAX_ATTEMPTS {
+                let status = if attempt >= self.config.max_attempts {
                     "dead_lettered"
                 } else {
                     "retrying"

@@ -202,3 +202,49 @@ crate::on_both_platforms!(
     fifo_keeps_group_order_and_drops_duplicates,
     invalid_messages_are_refused,
 );
+
+/// A queue made earlier with other settings (a moto server or account that
+/// outlives a change of `NOTIFY_MAX_ATTEMPTS`) is brought to the new ones.
+#[tokio::test]
+async fn aws_bootstrap_brings_an_existing_queue_to_its_spec() {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    use hanul_shared::aws::bootstrap::ensure_queue;
+
+    let client = aws_sdk_sqs::Client::new(&crate::support::moto().await);
+    let dlq = spec("settings-dlq");
+    let dlq_url = ensure_queue(&client, &dlq, &dlq.name, None).await.unwrap();
+    let dlq_arn = client
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .unwrap();
+    let queue = spec("settings");
+    let open = |receives: u32| {
+        let spec = queue.clone().with_dead_letter(dlq.name.clone(), receives);
+        let (client, dlq_arn) = (&client, &dlq_arn);
+        async move {
+            ensure_queue(client, &spec, &spec.name, Some(dlq_arn))
+                .await
+                .unwrap()
+        }
+    };
+    let first = open(5).await;
+    assert_eq!(open(2).await, first, "the same queue");
+    let redrive = client
+        .get_queue_attributes()
+        .queue_url(&first)
+        .attribute_names(QueueAttributeName::RedrivePolicy)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy).cloned())
+        .unwrap();
+    let redrive: serde_json::Value = serde_json::from_str(&redrive).unwrap();
+    assert_eq!(redrive["maxReceiveCount"].as_u64(), Some(2), "{redrive}");
+}
