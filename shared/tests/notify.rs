@@ -362,7 +362,29 @@ async fn a_send_that_could_not_queue_is_queued_by_the_scheduler(table: Arc<dyn T
     assert_eq!(f.service.drain_schedule().await.unwrap(), 0);
 }
 
+async fn a_late_commit_into_the_last_hour_is_still_drained(table: Arc<dyn Table>) {
+    let f = fixture(table.clone());
+    let hour = 1_800_000_000_000; // 2027-01-15T08:00:00Z
+    // Another function, its clock ten seconds behind, that died after its
+    // commit: its delivery is due in the hour before the scheduler's.
+    let behind = ManualClock::new(hour - 10_000);
+    let broken = NotifyService::new(table, behind, HashMap::new(), None);
+    let settings: Settings =
+        serde_json::from_value(serde_json::json!({"email": "nina@example.com"})).unwrap();
+    broken.put_settings("nina", settings).await.unwrap();
+    f.clock.set(hour + 20_000);
+    assert_eq!(f.service.drain_schedule().await.unwrap(), 0);
+    broken
+        .send(request("late-commit", r#"["email"]"#))
+        .await
+        .unwrap();
+    f.clock.advance(60_000);
+    assert_eq!(f.service.drain_schedule().await.unwrap(), 1);
+    assert_eq!(take(&f, DeliveryQueue::Email).await.len(), 1);
+}
+
 on_both_tables!(
+    a_late_commit_into_the_last_hour_is_still_drained,
     a_send_that_could_not_queue_is_queued_by_the_scheduler,
     the_scheduler_catches_up_after_an_outage,
     event_ids_belong_to_their_recipient,

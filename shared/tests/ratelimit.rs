@@ -190,7 +190,38 @@ async fn an_expired_state_started_over_is_not_overwritten_by_an_old_copy(table: 
     assert_eq!(through, 5, "the window holds 5, whoever asks");
 }
 
+async fn instances_racing_concurrently_admit_exactly_the_limit(table: Arc<dyn Table>) {
+    // Three instances, each with requests in flight at once: the writes race
+    // in the store itself, not only on one instance's lock.
+    let instances: Vec<_> = (0..3)
+        .map(|_| limiter(&table, Arc::new(SystemClock)))
+        .collect();
+    let before = table.metrics();
+    let tasks = (0..150).map(|i| {
+        let l = instances[i % 3].clone();
+        tokio::spawn(async move {
+            let rule = l.rules().get("fifty").unwrap();
+            let o = l.check(&rule, "198.51.100.77").await.unwrap();
+            (o.decision.allowed, o.source)
+        })
+    });
+    let mut allowed = 0;
+    for t in tasks {
+        let (ok, source) = t.await.unwrap();
+        assert_ne!(
+            source,
+            Source::Fallback,
+            "contention is retried, not guessed"
+        );
+        allowed += usize::from(ok);
+    }
+    assert_eq!(allowed, 50);
+    let conflicts = table.metrics().condition_failures - before.condition_failures;
+    assert!(conflicts >= 1, "the instances' writes conflicted");
+}
+
 on_both_tables!(
+    instances_racing_concurrently_admit_exactly_the_limit,
     an_expired_state_started_over_is_not_overwritten_by_an_old_copy,
     an_admission_is_one_conditional_write_and_a_refusal_is_free,
     two_hundred_concurrent_requests_against_fifty,
@@ -285,6 +316,113 @@ async fn a_failing_store_fails_open_within_the_fallback_or_closed_and_trips_the_
     assert_eq!(failing.calls.load(Ordering::Relaxed), 6);
     assert!(l.check(&strict, "key-1").await.is_err());
     assert_eq!(failing.calls.load(Ordering::Relaxed), 6);
+}
+
+#[tokio::test]
+async fn a_shadow_rule_never_blocks_even_when_it_would_fail_closed() {
+    let table: Arc<dyn Table> = Arc::new(Failing::default());
+    let rules = "rules:\n  - {name: watch, key: ip, algorithm: fixed_window, limit: 1, unit: hour, on_store_error: deny, shadow: true}\n";
+    let l = RateLimiter::new(
+        RuleSet::parse(rules).unwrap(),
+        table,
+        Arc::new(SystemClock),
+        LimiterConfig::default(),
+    );
+    let rule = l.rules().get("watch").unwrap();
+    for _ in 0..3 {
+        let o = l.check(&rule, "198.51.100.2").await.expect("not a 503");
+        assert_eq!(o.source, Source::Fallback);
+    }
+    let verdict = l
+        .check_request(&http::Method::GET, Some("/x"), &from_ip("198.51.100.2"))
+        .await;
+    assert!(verdict.unavailable.is_empty(), "no 503 from a shadow rule");
+    assert!(verdict.violated().is_empty(), "shadow rules never block");
+}
+
+/// A store that works until it is switched off, then fails and counts.
+struct Switchable {
+    inner: Arc<dyn Table>,
+    down: std::sync::atomic::AtomicBool,
+    failing: Failing,
+}
+
+impl Switchable {
+    fn table(&self) -> Result<&Arc<dyn Table>, TableError> {
+        if self.down.load(Ordering::Relaxed) {
+            self.failing.fail()
+        } else {
+            Ok(&self.inner)
+        }
+    }
+}
+
+#[async_trait]
+impl Table for Switchable {
+    fn name(&self) -> &str {
+        "switchable"
+    }
+    async fn get(&self, k: &Key, c: Consistency) -> Result<Option<Item>, TableError> {
+        self.table()?.get(k, c).await
+    }
+    async fn put(&self, i: Item, c: Option<Condition>) -> Result<(), TableError> {
+        self.table()?.put(i, c).await
+    }
+    async fn update(&self, k: &Key, u: Update, c: Option<Condition>) -> Result<Item, TableError> {
+        self.table()?.update(k, u, c).await
+    }
+    async fn delete(&self, k: &Key, c: Option<Condition>) -> Result<Option<Item>, TableError> {
+        self.table()?.delete(k, c).await
+    }
+    async fn query(&self, q: Query) -> Result<Page, TableError> {
+        self.table()?.query(q).await
+    }
+    async fn batch_get(&self, k: &[Key]) -> Result<Vec<Item>, TableError> {
+        self.table()?.batch_get(k).await
+    }
+    async fn batch_put(&self, i: Vec<Item>) -> Result<(), TableError> {
+        self.table()?.batch_put(i).await
+    }
+    async fn transact_write(&self, o: Vec<TxOp>) -> Result<(), TableError> {
+        self.table()?.transact_write(o).await
+    }
+    fn metrics(&self) -> TableStats {
+        self.inner.metrics()
+    }
+}
+
+#[tokio::test]
+async fn refusals_from_the_local_copy_do_not_hold_the_breaker_closed() {
+    let (inner, _guard) = support::embedded_table().await;
+    let switch = Arc::new(Switchable {
+        inner,
+        down: Default::default(),
+        failing: Failing::default(),
+    });
+    let table: Arc<dyn Table> = switch.clone();
+    let l = limiter(&table, Arc::new(SystemClock));
+    // A limited caller, refused from the instance's own copy from now on.
+    for _ in 0..5 {
+        assert!(admitted(&l, "windowed", "limited").await);
+    }
+    switch.down.store(true, Ordering::Relaxed);
+    // The store is down: other callers' checks fail, while the limited
+    // caller keeps being refused locally in between.
+    for i in 0..10 {
+        let rule = l.rules().get("windowed").unwrap();
+        let o = l.check(&rule, &format!("caller-{i}")).await.unwrap();
+        assert_eq!(o.source, Source::Fallback);
+        let refused = l.check(&rule, "limited").await.unwrap();
+        if i < 4 {
+            // (From the fifth failure on, the open breaker answers first.)
+            assert_eq!(refused.source, Source::Local);
+        }
+    }
+    assert_eq!(
+        switch.failing.calls.load(Ordering::Relaxed),
+        5,
+        "the breaker opened after five failures"
+    );
 }
 
 /// A store that answers too late: the decision does not wait for it.

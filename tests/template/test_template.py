@@ -162,7 +162,7 @@ EXPECTED_STATEMENTS: dict[str, list[tuple[set[str], Any]]] = {
         ),
     ],
     "NotifySchedulerFunction": [
-        ({"dynamodb:Query", "dynamodb:DeleteItem"}, NOTIFY),
+        ({"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:DeleteItem"}, NOTIFY),
         ({"sqs:SendMessage"}, NOTIFY_QUEUES),
     ],
     "IdsGenerateFunction": [

@@ -33,6 +33,9 @@ const KEEP_SECS: u64 = 30 * 24 * 3600;
 const GRACE_MS: u64 = 30_000;
 /// Where the scheduler starts the first time (no watermark yet).
 const LOOKBACK_HOURS: u64 = 6;
+/// How far behind now the scheduler's watermark stays: well past the longest
+/// send (its store timeouts) plus clock skew between functions.
+const WATERMARK_MARGIN_MS: u64 = 5 * 60_000;
 
 fn user_pk(user: &str) -> String {
     format!("user#{user}")
@@ -623,9 +626,14 @@ impl NotifyService {
             }
             hour += 3_600_000;
         }
-        // New due items are never in past hours, so everything before the
-        // oldest hour with leftovers (or before this hour) is done.
-        let next = oldest_left.unwrap_or(current).min(current);
+        // A send that read its clock a little earlier may still commit a due
+        // item into the last hour (and functions' clocks differ), so the
+        // watermark stays a margin behind now; everything before the oldest
+        // hour with leftovers is done.
+        let settled = now.saturating_sub(WATERMARK_MARGIN_MS);
+        let next = oldest_left
+            .unwrap_or(current)
+            .min(settled - settled % 3_600_000);
         if next != first {
             let mut item = watermark_key.to_item();
             item.insert("hour".into(), num(next));

@@ -362,7 +362,11 @@ impl RateLimiter {
         } else {
             match self.decide_in_store(rule, &pk, &limit, now).await {
                 Ok((decision, source)) => {
-                    self.breaker.succeeded();
+                    // Only an answer from the store shows the store is up; a
+                    // refusal from the local copy called nothing.
+                    if source == Source::Store {
+                        self.breaker.succeeded();
+                    }
                     Ok((decision, source))
                 }
                 Err(StoreFailure::Contention) => Err(StoreFailure::Contention.to_string()),
@@ -375,7 +379,8 @@ impl RateLimiter {
         let (decision, source) = match outcome {
             Ok(found) => found,
             Err(reason) => match rule.on_store_error {
-                OnStoreError::Deny => {
+                // A shadow rule never blocks, not even by failing closed.
+                OnStoreError::Deny if !rule.shadow => {
                     tracing::error!(rule = %rule.name, %reason, "rate-limit store failed; failing closed");
                     Metrics::new()
                         .dimension("Rule", &rule.name)
@@ -386,7 +391,7 @@ impl RateLimiter {
                         reason,
                     });
                 }
-                OnStoreError::Allow => (
+                OnStoreError::Deny | OnStoreError::Allow => (
                     self.fallback_decision(rule, &pk, &limit, &reason),
                     Source::Fallback,
                 ),

@@ -299,15 +299,25 @@ impl RuleSet {
         if let Some((k, v)) = overrides.iter().find(|(_, v)| !(1..=max).contains(*v)) {
             return Err(("overrides", format!("{k:?}: {v} is not from 1 to {max}")));
         }
+        // Each shard admits at least one request, so there can be no more
+        // shards than the smallest limit or burst the rule may have.
+        let most = overrides
+            .values()
+            .fold(raw.limit.min(burst).min(100), |m, v| m.min(*v));
         let shards = match (raw.shards, &key) {
             (Some(_), k) if *k != KeySource::Global => {
                 return Err(("shards", "only a global key is sharded".into()));
             }
-            (Some(s), _) if !(1..=100).contains(&s) || s > raw.limit => {
-                return Err(("shards", format!("{s} is not from 1 to min(100, limit)")));
+            (Some(s), _) if !(1..=most).contains(&s) => {
+                return Err((
+                    "shards",
+                    format!(
+                        "{s} is not from 1 to {most} (100 at most, and no more than the limit, the burst or any override)"
+                    ),
+                ));
             }
             (Some(s), _) => s,
-            (None, KeySource::Global) => 10.min(raw.limit),
+            (None, KeySource::Global) => 10.min(most),
             (None, _) => 1,
         };
         Ok(Rule {
@@ -351,17 +361,20 @@ impl RuleSet {
     }
 
     /// The rules that apply to a request on `route` (as in the route table).
+    /// A HEAD request is a GET without the body: GET rules apply to it too.
     pub fn matching(&self, method: &http::Method, route: Option<&str>) -> Vec<Arc<Rule>> {
         let mut out: Vec<Arc<Rule>> = Vec::new();
-        if let Some(route) = route
-            && let Some(rules) = self.by_route.get(&(method.clone(), route.to_owned()))
-        {
-            out.extend(rules.iter().cloned());
+        if let Some(route) = route {
+            for m in methods_of(method) {
+                if let Some(rules) = self.by_route.get(&(m.clone(), route.to_owned())) {
+                    out.extend(rules.iter().cloned());
+                }
+            }
         }
         out.extend(
             self.general
                 .iter()
-                .filter(|r| r.method.as_ref().is_none_or(|m| m == method))
+                .filter(|r| r.method.as_ref().is_none_or(|m| serves(m, method)))
                 .filter(|r| r.route.as_deref().is_none_or(|rr| Some(rr) == route))
                 .cloned(),
         );
@@ -375,12 +388,15 @@ impl RuleSet {
             return false;
         }
         if let Some(route) = route
-            && self.by_route.keys().any(|(m, r)| m == method && r == route)
+            && self
+                .by_route
+                .keys()
+                .any(|(m, r)| serves(m, method) && r == route)
         {
             return true;
         }
         self.general.iter().any(|r| {
-            r.method.as_ref().is_none_or(|m| m == method)
+            r.method.as_ref().is_none_or(|m| serves(m, method))
                 && r.route.as_deref().is_none_or(|rr| Some(rr) == route)
         })
     }
@@ -390,7 +406,9 @@ impl RuleSet {
     pub fn may_apply(&self, routes: &[(http::Method, &str)]) -> bool {
         self.rules.iter().any(|rule| {
             routes.iter().any(|(method, route)| {
-                rule.method.as_ref().is_none_or(|m| m == method)
+                rule.method
+                    .as_ref()
+                    .is_none_or(|m| serves(m, method) || *m == http::Method::HEAD)
                     && rule.route.as_deref().is_none_or(|r| r == *route)
             })
         })
@@ -417,6 +435,18 @@ impl RuleSet {
     pub fn rules(&self) -> &[Arc<Rule>] {
         &self.rules
     }
+}
+
+/// Whether a rule for `rule` requests covers a `request` request: the same
+/// method, or a GET rule and a HEAD request (axum serves HEAD with GET).
+fn serves(rule: &http::Method, request: &http::Method) -> bool {
+    rule == request || (*rule == http::Method::GET && *request == http::Method::HEAD)
+}
+
+/// The rule methods that cover a request's method.
+fn methods_of(request: &http::Method) -> impl Iterator<Item = &http::Method> {
+    let get = (*request == http::Method::HEAD).then_some(&http::Method::GET);
+    std::iter::once(request).chain(get)
 }
 
 #[cfg(test)]
@@ -523,6 +553,48 @@ rules:
         assert_eq!(rules.get("a").unwrap().on_store_error, OnStoreError::Allow);
         // A rule with no route applies everywhere.
         assert_eq!(rules.matching(&http::Method::DELETE, Some("/x")).len(), 3);
+    }
+
+    #[test]
+    fn head_requests_count_under_get_rules() {
+        let text = "rules:\n  - {name: ids, key: ip, algorithm: fixed_window, limit: 9, unit: second, match: {method: GET, route: /api/v1/ids}}\n  - {name: gets, key: ip, algorithm: fixed_window, limit: 9, unit: second, match: {method: GET}}\n";
+        let rules = RuleSet::parse(text).unwrap();
+        let names = |m: http::Method| {
+            let mut n: Vec<String> = rules
+                .matching(&m, Some("/api/v1/ids"))
+                .iter()
+                .map(|r| r.name.clone())
+                .collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(http::Method::HEAD), ["gets", "ids"]);
+        assert_eq!(names(http::Method::GET), ["gets", "ids"]);
+        assert!(names(http::Method::POST).is_empty());
+        assert!(rules.applies(&http::Method::HEAD, Some("/api/v1/ids")));
+        assert!(!rules.applies(&http::Method::POST, Some("/api/v1/ids")));
+    }
+
+    #[test]
+    fn a_global_rule_has_no_more_shards_than_its_smallest_allowance() {
+        let rule = |extra: &str| {
+            format!(
+                "rules:\n  - {{name: g, key: global, algorithm: token_bucket, limit: 100, unit: second{extra}}}\n"
+            )
+        };
+        // Each shard admits at least one: five shards of a burst of three
+        // would admit five at once.
+        for extra in [
+            ", burst: 3, shards: 5",
+            ", shards: 5, overrides: {\"*\": 4}",
+        ] {
+            let err = RuleSet::parse(&rule(extra)).unwrap_err();
+            assert!(err.contains("(g)") && err.contains("`shards`"), "{err}");
+        }
+        let leaky = "rules:\n  - {name: g, key: global, algorithm: leaky_bucket, limit: 100, unit: second}\n";
+        assert_eq!(RuleSet::parse(leaky).unwrap().get("g").unwrap().shards, 1);
+        let small = RuleSet::parse(&rule(", burst: 4")).unwrap();
+        assert_eq!(small.get("g").unwrap().shards, 4);
     }
 
     #[test]
