@@ -538,6 +538,16 @@ async fn bad_input_is_refused_and_nothing_is_queued(backend: Backend) {
         body[field] = value;
         cases.push((body, code));
     }
+    // Too big for a push (APNs/FCM take 4 KB), or for one SMS.
+    let mut push = good.clone();
+    push["channels"] = json!(["push", "email"]);
+    push["body"] = json!("b".repeat(1_900));
+    push["data"] = json!({"blob": "d".repeat(2_100)});
+    cases.push((push, "invalid_push_payload"));
+    let mut sms = good.clone();
+    sms["channels"] = json!(["sms"]);
+    sms["body"] = json!("s".repeat(1_600));
+    cases.push((sms, "invalid_body"));
     for (body, code) in cases {
         let r = send(&host, body.clone()).await;
         assert_eq!(error_code(r, 400).await, code, "{body}");

@@ -119,7 +119,7 @@ NOTIFY_QUEUES = [
 ]
 DELIVERY = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}
 PUSH = (
-    {"sns:CreatePlatformEndpoint", "sns:Publish"},
+    {"sns:CreatePlatformEndpoint", "sns:SetEndpointAttributes", "sns:Publish"},
     [
         {"Fn::Sub": "arn:${AWS::Partition}:sns:${AWS::Region}:${AWS::AccountId}:app/*"},
         {"Fn::Sub": "arn:${AWS::Partition}:sns:${AWS::Region}:${AWS::AccountId}:endpoint/*"},

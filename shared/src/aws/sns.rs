@@ -13,8 +13,10 @@ use crate::ports::senders::{
     DevicePlatform, PushMessage, PushSender, SendError, SmsMessage, SmsSender,
 };
 
-/// Maps an SNS failure: a disabled endpoint or a refused token means the
-/// device cannot be reached; throttling and server errors are worth a retry.
+/// Maps an SNS failure: a disabled endpoint means the device cannot be
+/// reached; a refused parameter is this message's fault (too big, say) and is
+/// not retried, but says nothing about the device; throttling and server
+/// errors are worth a retry.
 fn send_error<E, R>(e: SdkError<E, R>) -> SendError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -25,7 +27,7 @@ where
     match code.as_str() {
         "EndpointDisabled" | "EndpointDisabledException" => SendError::InvalidRecipient(text),
         "InvalidParameter" | "InvalidParameterException" | "InvalidParameterValue" => {
-            SendError::InvalidRecipient(text)
+            SendError::Rejected(text)
         }
         "OptedOut"
         | "OptedOutException"
@@ -34,6 +36,19 @@ where
         | "AuthorizationError" => SendError::Rejected(text),
         _ => SendError::Transient(text),
     }
+}
+
+/// The endpoint ARN in SNS's answer to creating an endpoint whose token is
+/// already registered with other attributes: "... Endpoint <arn> already
+/// exists with the same Token, but different attributes."
+fn existing_endpoint(message: &str) -> Option<&str> {
+    let start = message.find("Endpoint arn:")? + "Endpoint ".len();
+    let rest = &message[start..];
+    let end = rest.find(char::is_whitespace)?;
+    rest[end..]
+        .trim_start()
+        .starts_with("already exists")
+        .then_some(&rest[..end])
 }
 
 pub struct SnsPush {
@@ -66,7 +81,9 @@ impl SnsPush {
         }
     }
 
-    /// The token's endpoint (creating it is idempotent in SNS).
+    /// The token's endpoint (creating it is idempotent in SNS), enabled: a
+    /// device is only pushed to while it is enabled here, so an endpoint SNS
+    /// disabled before the device registered again is turned back on.
     async fn endpoint(&self, platform: DevicePlatform, token: &str) -> Result<String, SendError> {
         let key = (platform, token.to_owned());
         if let Some(arn) = self.endpoints.get(&key) {
@@ -75,18 +92,38 @@ impl SnsPush {
         let application = self.applications.get(&platform).ok_or_else(|| {
             SendError::Rejected(format!("no application for {}", platform.as_str()))
         })?;
-        let out = self
+        let created = self
             .client
             .create_platform_endpoint()
             .platform_application_arn(application)
             .token(token)
             .send()
+            .await;
+        let arn = match created {
+            Ok(out) => out
+                .endpoint_arn()
+                .ok_or_else(|| SendError::Transient("SNS returned no endpoint".into()))?
+                .to_owned(),
+            Err(e) => match e.message().and_then(existing_endpoint) {
+                // The endpoint exists with other attributes (SNS disabled
+                // it): SNS names it only in the message.
+                Some(arn) => arn.to_owned(),
+                None => {
+                    return Err(match send_error(e) {
+                        // Creating an endpoint refuses a malformed token.
+                        SendError::Rejected(text) => SendError::InvalidRecipient(text),
+                        other => other,
+                    });
+                }
+            },
+        };
+        self.client
+            .set_endpoint_attributes()
+            .endpoint_arn(&arn)
+            .attributes("Enabled", "true")
+            .send()
             .await
             .map_err(send_error)?;
-        let arn = out
-            .endpoint_arn()
-            .ok_or_else(|| SendError::Transient("SNS returned no endpoint".into()))?
-            .to_owned();
         self.endpoints.insert(key, arn.clone());
         Ok(arn)
     }
@@ -170,5 +207,27 @@ impl SmsSender for SnsSms {
                 other => other,
             })?;
         Ok(out.message_id().unwrap_or_default().to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::existing_endpoint;
+
+    #[test]
+    fn the_existing_endpoint_is_read_from_the_message() {
+        let arn = "arn:aws:sns:us-east-1:123456789012:endpoint/GCM/fcm/57b6c47a";
+        let message = format!(
+            "Invalid parameter: Token Reason: Endpoint {arn} already exists with the same Token, but different attributes."
+        );
+        assert_eq!(existing_endpoint(&message), Some(arn));
+        for other in [
+            "Invalid parameter: Token",
+            "Invalid parameter: Endpoint arn:aws:sns:x is malformed",
+            "Endpoint arn:",
+            "",
+        ] {
+            assert_eq!(existing_endpoint(other), None, "{other}");
+        }
     }
 }

@@ -319,6 +319,11 @@ pub struct SendRequest {
 pub const MAX_TITLE: usize = 200;
 pub const MAX_BODY: usize = 2000;
 pub const MAX_DATA: usize = 4096;
+/// APNs takes 4,096 bytes of payload and FCM 4,000: a push's title, body and
+/// data must fit the smaller with room for the envelope.
+pub const MAX_PUSH_PAYLOAD: usize = 3_900;
+/// SNS sends at most 1,600 characters in one SMS publish (title and body).
+pub const MAX_SMS_CHARS: usize = 1_600;
 /// `sendAt` at most this far ahead.
 pub const MAX_SCHEDULE_MS: u64 = 365 * 24 * 3600 * 1000;
 
@@ -383,6 +388,29 @@ impl SendRequest {
                     format!("data must be at most {MAX_DATA} bytes"),
                 ));
             }
+        }
+        if self.channels.contains(&Channel::Push) {
+            let payload = serde_json::json!({
+                "aps": {"alert": {"title": self.title, "body": self.body}},
+                "data": self.data,
+            })
+            .to_string()
+            .len();
+            if payload > MAX_PUSH_PAYLOAD {
+                return Err(invalid(
+                    "invalid_push_payload",
+                    format!(
+                        "a push's title, body and data take {payload} bytes; APNs and FCM take at most {MAX_PUSH_PAYLOAD}"
+                    ),
+                ));
+            }
+        }
+        let sms_chars = self.title.chars().count() + 1 + self.body.chars().count();
+        if self.channels.contains(&Channel::Sms) && sms_chars > MAX_SMS_CHARS {
+            return Err(invalid(
+                "invalid_body",
+                format!("an SMS's title and body are at most {MAX_SMS_CHARS} characters together"),
+            ));
         }
         let send_at = match &self.send_at {
             None => None,
@@ -505,6 +533,32 @@ mod tests {
                 .map(crate::shortener::link::format_instant),
             Some("2026-11-26T13:00:00.000Z".into())
         );
+    }
+
+    #[test]
+    fn push_and_sms_sizes_are_checked_only_for_those_channels() {
+        let request = |channels: &str, body: usize, data: usize| -> SendRequest {
+            serde_json::from_value(serde_json::json!({
+                "eventId": "e", "userId": "u", "category": "c",
+                "channels": serde_json::from_str::<serde_json::Value>(channels).unwrap(),
+                "title": "t", "body": "b".repeat(body), "data": {"d": "x".repeat(data)},
+            }))
+            .unwrap()
+        };
+        let code = |r: SendRequest| match r.validate(0) {
+            Err(NotifyError::Invalid(code, _)) => code,
+            Err(e) => panic!("{e}"),
+            Ok(_) => "ok",
+        };
+        assert_eq!(code(request(r#"["push"]"#, 1_900, 1_900)), "ok");
+        assert_eq!(
+            code(request(r#"["push"]"#, 1_900, 2_100)),
+            "invalid_push_payload"
+        );
+        assert_eq!(code(request(r#"["email"]"#, 1_900, 2_100)), "ok");
+        assert_eq!(code(request(r#"["sms"]"#, 1_598, 0)), "ok");
+        assert_eq!(code(request(r#"["sms"]"#, 1_599, 0)), "invalid_body");
+        assert_eq!(code(request(r#"["email"]"#, 1_999, 0)), "ok");
     }
 
     #[test]

@@ -129,6 +129,26 @@ async fn sns_delivers_pushes_and_a_disabled_endpoint_is_an_invalid_recipient() {
         .await
         .unwrap_err();
     assert!(matches!(err, SendError::InvalidRecipient(_)), "{err}");
+
+    // The user registers the device again: the endpoint SNS disabled is
+    // turned back on, and pushes reach it.
+    sender
+        .push(&push(&fcm_token, DevicePlatform::Android))
+        .await
+        .unwrap();
+    let enabled = sns
+        .get_endpoint_attributes()
+        .endpoint_arn(&endpoint)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        enabled
+            .attributes()
+            .and_then(|a| a.get("Enabled"))
+            .map(String::as_str),
+        Some("true")
+    );
 }
 
 #[tokio::test]
