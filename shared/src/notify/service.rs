@@ -31,6 +31,8 @@ const KEEP_SECS: u64 = 30 * 24 * 3600;
 /// one delivery is not queued twice (the worker would drop the second, but
 /// each copy would have its own attempt count).
 const GRACE_MS: u64 = 30_000;
+/// Retries of a send's transaction cancelled by a conflict (or throttling).
+const CONFLICT_RETRIES: u32 = 3;
 /// Where the scheduler starts the first time (no watermark yet).
 const LOOKBACK_HOURS: u64 = 6;
 /// How far behind now the scheduler's watermark stays: well past the longest
@@ -490,20 +492,38 @@ impl NotifyService {
                 due_items.push((key, *queue, message.clone(), *at));
             }
         }
-        match self.table.transact_write(ops).await {
-            Ok(()) => {}
-            Err(TableError::TransactionCanceled { failed }) if failed.contains(&0) => {
-                // Another send of this event id won the race.
-                Metrics::new()
-                    .dimension("Subsystem", "notify")
-                    .count("NotificationsDeduplicated", 1)
-                    .emit();
-                return self
-                    .already_sent(&event_key)
-                    .await?
-                    .ok_or_else(|| NotifyError::Store("the event id vanished".into()));
+        let mut attempt = 0;
+        loop {
+            match self.table.transact_write(ops.clone()).await {
+                Ok(()) => break,
+                Err(TableError::TransactionCanceled { failed }) if failed.contains(&0) => {
+                    // Another send of this event id won the race.
+                    Metrics::new()
+                        .dimension("Subsystem", "notify")
+                        .count("NotificationsDeduplicated", 1)
+                        .emit();
+                    return self
+                        .already_sent(&event_key)
+                        .await?
+                        .ok_or_else(|| NotifyError::Store("the event id vanished".into()));
+                }
+                // DynamoDB cancels the loser of two racing transactions on
+                // one item as a conflict, not a failed condition: the winner
+                // may be another send of this event, so look before retrying.
+                Err(TableError::Throttled) if attempt < CONFLICT_RETRIES => {
+                    attempt += 1;
+                    let wait = 10u64 << attempt;
+                    tokio::time::sleep(Duration::from_millis(wait + fastrand::u64(0..wait))).await;
+                    if let Some(sent) = self.already_sent(&event_key).await? {
+                        Metrics::new()
+                            .dimension("Subsystem", "notify")
+                            .count("NotificationsDeduplicated", 1)
+                            .emit();
+                        return Ok(sent);
+                    }
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
         }
         for (key, queue, message, at) in due_items {
             if at <= now + MAX_DELAY.as_millis() as u64 {
