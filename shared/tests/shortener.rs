@@ -12,8 +12,8 @@ use std::time::Duration;
 use hanul_shared::ports::table::TableStats;
 use hanul_shared::ports::{SystemClock, Table};
 use hanul_shared::shortener::{
-    ClickAggregator, ClickEvent, CreateLink, RedirectKind, ShortenerConfig, ShortenerError,
-    ShortenerService,
+    ClickAggregator, ClickEvent, CreateLink, PatchLink, RedirectKind, ShortenerConfig,
+    ShortenerError, ShortenerService,
 };
 
 fn config() -> ShortenerConfig {
@@ -169,6 +169,70 @@ async fn max_visits_admits_exactly_n_under_concurrency(table: Arc<dyn Table>) {
     ));
 }
 
+async fn an_instance_that_cached_a_cap_obeys_an_edit_of_it(table: Arc<dyn Table>) {
+    // Two instances on one table: one redirects (and caches the link), the
+    // other takes the owner's edits.
+    let redirector = ShortenerService::new(
+        table.clone(),
+        Arc::new(SystemClock),
+        ShortenerConfig::from_settings(|name| match name {
+            "SHORT_BASE_URL" => Some("https://hnl.example".into()),
+            "SHORTENER_CODE_KEY" => Some("a test key that is at least 32 characters".into()),
+            "SHORTENER_NEGATIVE_CACHE_TTL_SECONDS" => Some("1".into()),
+            _ => None,
+        })
+        .unwrap(),
+    );
+    let editor = service(&table);
+    let dir = tempfile::tempdir().unwrap();
+    let store = hanul_shared::embedded::EmbeddedStore::open(dir.path()).unwrap();
+    let purges =
+        hanul_shared::embedded::EmbeddedQueue::new(store, hanul_shared::cdn::invalidation_queue());
+    let capped = editor
+        .create(
+            CreateLink {
+                max_visits: Some(3),
+                ..link("https://example.com/edited-cap")
+            },
+            Some("ann"),
+        )
+        .await
+        .unwrap();
+    let code = capped.link.code.to_string();
+    let cap = |max: Option<u64>| PatchLink {
+        max_visits: Some(max),
+        ..PatchLink::default()
+    };
+    let visit = || redirector.resolve(&code, true);
+    visit().await.unwrap();
+
+    // Lowered to 1 (already spent) while the redirector caches 3.
+    editor
+        .update(&code, "ann", cap(Some(1)), &purges)
+        .await
+        .unwrap();
+    assert!(matches!(visit().await, Err(ShortenerError::Exhausted)));
+
+    // Raised to 3: seen once the short-lived "exhausted" entry lapses.
+    editor
+        .update(&code, "ann", cap(Some(3)), &purges)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    visit().await.unwrap();
+
+    // Removed: the redirector's cached cap no longer counts visits.
+    editor
+        .update(&code, "ann", cap(None), &purges)
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        visit().await.unwrap();
+    }
+    let (stored, _) = editor.details(&code, "ann").await.unwrap();
+    assert_eq!(stored.max_visits, None);
+}
+
 async fn clicks_are_counted_once_per_event(table: Arc<dyn Table>) {
     let s = service(&table);
     let created = s
@@ -253,6 +317,7 @@ async fn a_retaken_alias_starts_with_fresh_stats(table: Arc<dyn Table>) {
 }
 
 on_both_tables!(
+    an_instance_that_cached_a_cap_obeys_an_edit_of_it,
     each_operation_costs_what_it_should,
     max_visits_admits_exactly_n_under_concurrency,
     clicks_are_counted_once_per_event,

@@ -56,10 +56,21 @@ pub enum AliasError {
     Reserved(String),
 }
 
-/// First path segments the system routes itself, and names kept for it. An
-/// alias equal to one (in any case) would shadow a route or confuse users.
+/// Path segments the system routes itself (first segments, and the segments
+/// after `/api/v1/`, where `GET /api/v1/{code}` also redirects), and names
+/// kept for it and for the subsystems to come. An alias equal to one (in any
+/// case) would shadow a route or confuse users.
 pub const RESERVED: &[&str] = &[
     "api",
+    "ids",
+    "shorten",
+    "urls",
+    "notifications",
+    "ratelimit",
+    "feed",
+    "chat",
+    "media",
+    "users",
     "health",
     "local",
     "ws",

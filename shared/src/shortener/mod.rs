@@ -519,11 +519,13 @@ impl ShortenerService {
     }
 
     /// `visits + 1` if below `maxVisits`, on this very link (not a newer one
-    /// under the same alias).
+    /// under the same alias) and under the cap this instance knows (not one
+    /// an edit has changed since it was cached).
     async fn spend_visit(&self, link: &Link) -> Result<Link, ShortenerError> {
         let max = link.max_visits.unwrap_or(u64::MAX);
         let condition = Condition::Exists
             .and(Condition::eq("linkId", s(&link.link_id)))
+            .and(Condition::eq("maxVisits", num(max)))
             .and(Condition::cmp(
                 "visits",
                 crate::ports::table::CmpOp::Lt,
@@ -542,9 +544,20 @@ impl ShortenerService {
                         self.cache.insert(code, CachedLink::Missing);
                         Err(ShortenerError::NotFound)
                     }
-                    Some(now) if now.link_id == link.link_id => {
+                    Some(now)
+                        if now.link_id == link.link_id && now.max_visits == link.max_visits =>
+                    {
                         self.cache.insert(code, CachedLink::Exhausted);
                         Err(ShortenerError::Exhausted)
+                    }
+                    Some(edited) if edited.link_id == link.link_id => {
+                        // An edit changed or removed the cap: go by the new one.
+                        let edited = Arc::new(edited);
+                        self.cache.insert(code, CachedLink::Found(edited.clone()));
+                        match edited.max_visits {
+                            Some(_) => Box::pin(self.spend_visit(&edited)).await,
+                            None => Ok(Arc::unwrap_or_clone(edited)),
+                        }
                     }
                     Some(newer) => {
                         // The alias was deleted and taken again since we cached it.
