@@ -438,20 +438,32 @@ async fn aggregate_clicks(
     event: LambdaEvent<SqsEvent>,
 ) -> SqsBatchResponse {
     let mut failed = Vec::new();
-    let (mut counted, mut duplicates) = (0u64, 0u64);
+    let mut clicks = Vec::new();
+    let mut ids = Vec::new();
     for record in event.payload.records {
         let id = record.message_id.clone().unwrap_or_default();
-        let outcome = match ClickEvent::parse(record.body.as_deref().unwrap_or_default()) {
-            Ok(click) => aggregator.record(&click).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(true) => counted += 1,
-            Ok(false) => duplicates += 1,
+        match ClickEvent::parse(record.body.as_deref().unwrap_or_default()) {
+            Ok(click) => {
+                clicks.push(click);
+                ids.push(id);
+            }
             Err(e) => {
-                tracing::warn!(message_id = %id, error = %e, "click not counted");
+                tracing::warn!(message_id = %id, error = %e, "not a click event");
                 failed.push(id);
             }
+        }
+    }
+    let (mut counted, mut duplicates) = (0u64, 0u64);
+    match aggregator.record_batch(&clicks).await {
+        Ok(fresh) => {
+            counted = fresh.iter().filter(|f| **f).count() as u64;
+            duplicates = fresh.len() as u64 - counted;
+        }
+        Err(e) => {
+            // Nothing of the batch was counted past what its markers show:
+            // the queue delivers it again and the markers drop what was.
+            tracing::warn!(error = %e, clicks = clicks.len(), "clicks not counted");
+            failed.extend(ids);
         }
     }
     metrics("shortener-clicks")

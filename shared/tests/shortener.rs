@@ -281,6 +281,32 @@ async fn clicks_are_counted_once_per_event(table: Arc<dyn Table>) {
         s.details(l.code.as_str(), "someone-else").await,
         Err(ShortenerError::NotFound)
     ));
+
+    // A delivery of 25: one event twice in it, one counted before, and 22
+    // new ones over three transactions (ten events each at most).
+    let fresh: Vec<ClickEvent> = (0..22)
+        .map(|_| ClickEvent::new(&l.link_id, l.code.as_str(), 86_400_000, None, Some(phone)))
+        .collect();
+    let mut batch = vec![first.clone()];
+    batch.extend(fresh.iter().cloned());
+    batch.push(fresh[3].clone());
+    batch.push(second.clone());
+    let before = table.metrics();
+    let counted = aggregator.record_batch(&batch).await.unwrap();
+    let mut expected = vec![false];
+    expected.extend([true; 22]);
+    expected.extend([false, false]);
+    assert_eq!(counted, expected);
+    let transactions = table.metrics().transactions - before.transactions;
+    // Three chunks, two of them tried again without their counted event.
+    assert!(
+        (3..=5).contains(&transactions),
+        "{transactions} transactions"
+    );
+    let (_, stats) = s.details(l.code.as_str(), "nina").await.unwrap();
+    assert_eq!(stats.total_clicks, 24);
+    assert_eq!(stats.clicks_by_day.get("1970-01-02"), Some(&23));
+    assert_eq!(stats.devices.get("mobile"), Some(&23));
 }
 
 async fn a_retaken_alias_starts_with_fresh_stats(table: Arc<dyn Table>) {

@@ -650,6 +650,9 @@ def test_cloudfront_fronts_the_api_and_honours_its_cache_control(cfn):
     # MinTTL and DefaultTTL 0: a 302's no-store is obeyed and a 301 is kept
     # exactly as long as its max-age says.
     assert (ttl["MinTTL"], ttl["DefaultTTL"]) == (0, 0)
+    # The QR route's format is part of the key; nothing else is.
+    queries = ttl["ParametersInCacheKeyAndForwardedToOrigin"]["QueryStringsConfig"]
+    assert (queries["QueryStringBehavior"], queries["QueryStrings"]) == ("whitelist", ["format"])
     assert ttl["MaxTTL"] >= 86400
 
 

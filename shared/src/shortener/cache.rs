@@ -78,10 +78,12 @@ impl LinkCache {
         self.absent.invalidate(code);
     }
 
-    /// Drops the entries named by CDN paths (`/abc`, `/api/v1/abc`).
+    /// Drops the entries named by CDN redirect paths (`/abc`,
+    /// `/api/v1/abc`); other paths (QR codes) name no cached link.
     pub fn purge_paths(&self, paths: &[String]) {
         for path in paths {
-            if let Some(code) = path.rsplit('/').next().filter(|c| !c.is_empty()) {
+            let code = path.strip_prefix("/api/v1/").or(path.strip_prefix('/'));
+            if let Some(code) = code.filter(|c| !c.is_empty() && !c.contains(['/', '*'])) {
                 self.invalidate(code);
             }
         }

@@ -21,6 +21,11 @@ pub const CLICK_DLQ: &str = "shortener-clicks-dlq";
 /// retention of a redelivered message under the redrive policy.
 const DEDUPE_SECS: u64 = 7 * 24 * 3600;
 const SINK_CAPACITY: usize = 10_000;
+/// Events per transaction: ten markers and at most forty counters, well
+/// under DynamoDB's hundred items.
+const CLICKS_PER_TRANSACTION: usize = 10;
+/// Retries of a transaction that conflicted with another worker's.
+const CONFLICT_RETRIES: u32 = 3;
 const MAX_FIELD: usize = 512;
 
 pub fn click_queue() -> QueueSpec {
@@ -151,32 +156,88 @@ impl ClickAggregator {
         Self { table, clock }
     }
 
-    /// Counts `event`; `Ok(false)` if it was counted before. One transaction:
-    /// the event's marker (conditional on its absence) and the four counters.
+    /// Counts `event`; `Ok(false)` if it was counted before.
     pub async fn record(&self, event: &ClickEvent) -> Result<bool, ShortenerError> {
-        let now = self.clock.now_secs();
-        let mut marker = Key::new(format!("click#{}", event.event_id), "click").to_item();
-        marker.insert("ttl".into(), num(now + DEDUPE_SECS));
-        let pk = stats_pk(&event.link_id);
-        let counter = |sk: String| TxOp::Update {
-            key: Key::new(pk.clone(), sk),
-            update: Update::new().add("clicks", 1),
-            condition: None,
-        };
-        let ops = vec![
-            TxOp::Put {
-                item: marker,
-                condition: Some(Condition::absent_or_expired(now)),
-            },
-            counter("total".into()),
-            counter(format!("day#{}", utc_day(event.at_ms))),
-            counter(format!("ref#{}", referrer_host(event.referrer.as_deref()))),
-            counter(format!("dev#{}", device_class(event.user_agent.as_deref()))),
-        ];
-        match self.table.transact_write(ops).await {
-            Ok(()) => Ok(true),
-            Err(TableError::TransactionCanceled { failed }) if failed == [0] => Ok(false),
-            Err(e) => Err(e.into()),
+        let mut counted = self.record_batch(std::slice::from_ref(event)).await?;
+        Ok(counted.pop().unwrap_or(false))
+    }
+
+    /// Counts a batch (a queue delivery): per event, `true` if counted now,
+    /// `false` if counted before. One transaction per ten events holds each
+    /// event's marker (conditional on its absence) and the sums of their
+    /// counters, so a busy link's counters see one write per batch, not one
+    /// per click. A marker that exists drops its event and the rest go again;
+    /// a conflict with another worker on the same counters is retried here
+    /// with backoff before the batch is handed back to the queue.
+    pub async fn record_batch(&self, events: &[ClickEvent]) -> Result<Vec<bool>, ShortenerError> {
+        let mut fresh = vec![true; events.len()];
+        // The same event twice in one delivery: the second is a redelivery.
+        let mut seen = std::collections::HashSet::new();
+        for (i, e) in events.iter().enumerate() {
+            fresh[i] = seen.insert(e.event_id.as_str());
+        }
+        let candidates: Vec<usize> = (0..events.len()).filter(|i| fresh[*i]).collect();
+        for chunk in candidates.chunks(CLICKS_PER_TRANSACTION) {
+            self.record_chunk(events, chunk, &mut fresh).await?;
+        }
+        Ok(fresh)
+    }
+
+    async fn record_chunk(
+        &self,
+        events: &[ClickEvent],
+        chunk: &[usize],
+        fresh: &mut [bool],
+    ) -> Result<(), ShortenerError> {
+        let mut conflicts = 0;
+        loop {
+            let live: Vec<usize> = chunk.iter().copied().filter(|i| fresh[*i]).collect();
+            if live.is_empty() {
+                return Ok(());
+            }
+            let now = self.clock.now_secs();
+            let mut ops = Vec::with_capacity(live.len() * 5);
+            let mut sums: std::collections::BTreeMap<(String, String), i64> = Default::default();
+            for &i in &live {
+                let event = &events[i];
+                let mut marker = Key::new(format!("click#{}", event.event_id), "click").to_item();
+                marker.insert("ttl".into(), num(now + DEDUPE_SECS));
+                ops.push(TxOp::Put {
+                    item: marker,
+                    condition: Some(Condition::absent_or_expired(now)),
+                });
+                let pk = stats_pk(&event.link_id);
+                for sk in [
+                    "total".to_owned(),
+                    format!("day#{}", utc_day(event.at_ms)),
+                    format!("ref#{}", referrer_host(event.referrer.as_deref())),
+                    format!("dev#{}", device_class(event.user_agent.as_deref())),
+                ] {
+                    *sums.entry((pk.clone(), sk)).or_default() += 1;
+                }
+            }
+            ops.extend(sums.into_iter().map(|((pk, sk), n)| TxOp::Update {
+                key: Key::new(pk, sk),
+                update: Update::new().add("clicks", n),
+                condition: None,
+            }));
+            match self.table.transact_write(ops).await {
+                Ok(()) => return Ok(()),
+                // Markers come first: those that failed were counted before.
+                Err(TableError::TransactionCanceled { failed })
+                    if !failed.is_empty() && failed.iter().all(|f| *f < live.len()) =>
+                {
+                    for f in failed {
+                        fresh[live[f]] = false;
+                    }
+                }
+                Err(TableError::Throttled) if conflicts < CONFLICT_RETRIES => {
+                    conflicts += 1;
+                    let wait = 25u64 << conflicts;
+                    tokio::time::sleep(Duration::from_millis(wait + fastrand::u64(0..wait))).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
 }
