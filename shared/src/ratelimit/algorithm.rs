@@ -138,11 +138,15 @@ pub fn relevant_until_ms(state: &State, limit: &Limit) -> u64 {
 fn token_bucket(state: Option<&State>, now: u64, l: &Limit) -> (Decision, Option<State>) {
     let capacity = l.burst as u128 * MICRO;
     let rate = |elapsed: u64| elapsed as u128 * l.limit as u128 * MICRO / l.window_ms as u128;
-    let tokens = match state {
-        Some(State::TokenBucket { micro, at }) => {
-            (*micro as u128 + rate(now.saturating_sub(*at))).min(capacity)
-        }
-        _ => capacity,
+    // Refilled up to the later of now and the stored time: an instance whose
+    // clock is behind must not move the stored time back, or the next
+    // instance would refill the same stretch twice.
+    let (tokens, at) = match state {
+        Some(State::TokenBucket { micro, at }) => (
+            (*micro as u128 + rate(now.saturating_sub(*at))).min(capacity),
+            now.max(*at),
+        ),
+        _ => (capacity, now),
     };
     let per_ms =
         |micro: u128| div_ceil(micro * l.window_ms as u128, l.limit as u128 * MICRO) as u64;
@@ -159,7 +163,7 @@ fn token_bucket(state: Option<&State>, now: u64, l: &Limit) -> (Decision, Option
             decision,
             Some(State::TokenBucket {
                 micro: left as u64,
-                at: now,
+                at,
             }),
         )
     } else {
@@ -548,6 +552,30 @@ mod tests {
             &l,
         );
         assert_eq!(d.retry_after_ms, 100);
+    }
+
+    #[test]
+    fn a_clock_behind_does_not_refill_twice() {
+        let l = Limit {
+            limit: 10,
+            window_ms: 1000,
+            burst: 1,
+        };
+        // Instance A (clock at 1000) took the last token; instance B, its
+        // clock 500 ms behind, refills nothing and keeps the later time.
+        let spent = State::TokenBucket { micro: 0, at: 1000 };
+        let (d, next) = decide(Algorithm::TokenBucket, Some(&spent), 500, &l);
+        assert!(!d.allowed);
+        assert!(next.is_none(), "a refusal writes nothing");
+        let half = State::TokenBucket {
+            micro: MICRO as u64,
+            at: 1000,
+        };
+        let (d, next) = decide(Algorithm::TokenBucket, Some(&half), 500, &l);
+        assert!(d.allowed);
+        // Back on A's clock, 50 ms later: half a token, not a refill from 500.
+        let (d, _) = decide(Algorithm::TokenBucket, next.as_ref(), 1050, &l);
+        assert!(!d.allowed, "the stored time did not move back");
     }
 
     #[test]
