@@ -38,8 +38,8 @@ impl std::fmt::Debug for LinkCache {
 }
 
 impl LinkCache {
-    /// `capacity` found links for `ttl`; a quarter as many (at least 1,024)
-    /// negative entries for `negative_ttl`.
+    /// `capacity` found links for `ttl`; a quarter as many (at least 1,024,
+    /// at most `capacity`) negative entries for `negative_ttl`.
     pub fn new(capacity: u64, ttl: Duration, negative_ttl: Duration) -> Self {
         Self {
             found: Cache::builder()
@@ -47,7 +47,7 @@ impl LinkCache {
                 .time_to_live(ttl)
                 .build(),
             absent: Cache::builder()
-                .max_capacity((capacity / 4).max(1024))
+                .max_capacity(capacity.min((capacity / 4).max(1024)))
                 .time_to_live(negative_ttl)
                 .build(),
         }

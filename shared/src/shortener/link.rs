@@ -149,12 +149,35 @@ pub fn index_pk(owner: Option<&str>, normalized_url: &str, redirect: RedirectKin
     )
 }
 
+/// The hosts a long URL must not point at: the short domain, the extra
+/// ones listed (comma-separated: the API's own domain, the CDN's), and, when
+/// the short domain is this machine, every name of this machine.
+pub fn loop_hosts(short_host: &str, extra: Option<&str>) -> Vec<String> {
+    let clean = |h: &str| h.trim().trim_end_matches('.').to_ascii_lowercase();
+    let mut hosts = vec![clean(short_host)];
+    hosts.extend(
+        extra
+            .unwrap_or_default()
+            .split(',')
+            .map(clean)
+            .filter(|h| !h.is_empty()),
+    );
+    const LOOPBACK: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
+    if hosts.iter().any(|h| LOOPBACK.contains(&h.as_str())) {
+        hosts.extend(LOOPBACK.map(String::from));
+    }
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
 /// Rules for long URLs.
 #[derive(Debug, Clone)]
 pub struct UrlPolicy {
     pub max_length: usize,
-    /// The short domain itself: a link to it would redirect to itself.
-    pub short_host: String,
+    /// Hosts that serve these redirects (the short domain, and any in
+    /// `SHORTENER_LOOP_HOSTS`): a link to one would redirect to itself.
+    pub loop_hosts: Vec<String>,
 }
 
 impl UrlPolicy {
@@ -187,7 +210,7 @@ impl UrlPolicy {
             return Err(bad("longUrl must not carry a user name or password".into()));
         }
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        if host == self.short_host {
+        if self.loop_hosts.contains(&host) {
             return Err(bad(
                 "longUrl points at the short domain itself and would redirect in a loop".into(),
             ));
@@ -247,7 +270,10 @@ mod tests {
     fn policy() -> UrlPolicy {
         UrlPolicy {
             max_length: 2048,
-            short_host: "hnl.example".into(),
+            loop_hosts: loop_hosts(
+                "hnl.example",
+                Some("api.hnl.example, D1234.cloudfront.net."),
+            ),
         }
     }
 
@@ -276,6 +302,8 @@ mod tests {
             "http://user@example.com/",
             "https://hnl.example/abc",
             "https://HNL.example./abc",
+            "https://api.hnl.example/api/v1/abc",
+            "https://d1234.cloudfront.net/abc",
             "http://",
             "not a url",
         ] {
@@ -283,6 +311,23 @@ mod tests {
         }
         let long = format!("https://example.com/{}", "a".repeat(2040));
         assert!(p.normalize(&long).is_err());
+    }
+
+    #[test]
+    fn a_local_short_domain_refuses_every_name_of_this_machine() {
+        let local = UrlPolicy {
+            max_length: 2048,
+            loop_hosts: loop_hosts("127.0.0.1", None),
+        };
+        for bad in [
+            "http://localhost:3000/abc",
+            "http://127.0.0.1:3000/abc",
+            "http://[::1]:3000/abc",
+        ] {
+            assert!(local.normalize(bad).is_err(), "{bad} passed");
+        }
+        assert!(local.normalize("https://example.com/").is_ok());
+        assert_eq!(loop_hosts("hnl.example", Some(" , ")), ["hnl.example"]);
     }
 
     #[test]

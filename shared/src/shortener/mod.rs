@@ -38,6 +38,9 @@ pub const MAX_BATCH: usize = 100;
 pub struct ShortenerConfig {
     /// `SHORT_BASE_URL`: the short domain, e.g. `https://hnl.example`.
     pub base_url: Url,
+    /// `SHORTENER_LOOP_HOSTS`: other hosts that serve the redirects
+    /// (comma-separated), refused as long URLs like the short domain.
+    pub extra_loop_hosts: Option<String>,
     /// `SHORTENER_CODE_KEY`: the permutation key (at least 32 characters);
     /// only the functions that create links have it.
     pub code_key: Option<Vec<u8>>,
@@ -80,6 +83,7 @@ impl ShortenerConfig {
         };
         Ok(Self {
             base_url,
+            extra_loop_hosts: get("SHORTENER_LOOP_HOSTS"),
             code_key: code_key.map(|k| k.trim().as_bytes().to_vec()),
             code_block: number("SHORTENER_CODE_BLOCK", 1000, 1, 1_000_000)?,
             max_url_length: number("SHORTENER_MAX_URL_LENGTH", 2048, 64, 32_768)? as usize,
@@ -101,12 +105,11 @@ impl ShortenerConfig {
         format!("{}/{code}", self.base_url.as_str().trim_end_matches('/'))
     }
 
-    fn short_host(&self) -> String {
-        self.base_url
-            .host_str()
-            .unwrap_or_default()
-            .trim_end_matches('.')
-            .to_ascii_lowercase()
+    fn loop_hosts(&self) -> Vec<String> {
+        link::loop_hosts(
+            self.base_url.host_str().unwrap_or_default(),
+            self.extra_loop_hosts.as_deref(),
+        )
     }
 }
 
@@ -237,7 +240,7 @@ impl ShortenerService {
     pub fn new(table: Arc<dyn Table>, clock: Arc<dyn Clock>, config: ShortenerConfig) -> Self {
         let policy = UrlPolicy {
             max_length: config.max_url_length,
-            short_host: config.short_host(),
+            loop_hosts: config.loop_hosts(),
         };
         Self {
             permutation: config.code_key.as_deref().map(CodePermutation::new),
