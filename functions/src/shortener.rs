@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use axum::extract::rejection::JsonRejection;
@@ -64,9 +65,19 @@ pub const REDIRECT: Function = Function {
     ],
     build: |platform| {
         Box::pin(async move {
+            let clicks = ClickSink::spawn(platform.queue(&click_queue()).await?);
+            let flushed = clicks.clone();
+            // Lambda gives 500 ms after SIGTERM; the lease release follows.
+            platform.on_shutdown(Box::new(move || {
+                Box::pin(async move {
+                    if !flushed.flush(Duration::from_millis(300)).await {
+                        tracing::warn!("some clicks were still being queued at shutdown");
+                    }
+                })
+            }));
             let state = RedirectState {
                 service: platform.shortener().await?,
-                clicks: ClickSink::spawn(platform.queue(&click_queue()).await?),
+                clicks,
             };
             Ok(Router::new()
                 .route("/{code}", get(redirect))

@@ -104,7 +104,13 @@ pub struct Platform {
     /// Values the host supplies for settings the environment leaves unset
     /// (the local host's short domain and generated keys).
     defaults: HashMap<String, String>,
+    /// Work to finish before the process exits (see `on_shutdown`).
+    shutdown_hooks: Mutex<Vec<ShutdownHook>>,
 }
+
+/// A piece of work a function leaves for its host's shutdown.
+pub type ShutdownHook =
+    Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send>;
 
 impl Platform {
     /// The local host's default: everything in one SQLite file.
@@ -148,6 +154,7 @@ impl Platform {
             senders: tokio::sync::OnceCell::new(),
             cdn: tokio::sync::OnceCell::new(),
             defaults: HashMap::new(),
+            shutdown_hooks: Mutex::new(Vec::new()),
         }
     }
 
@@ -551,7 +558,24 @@ impl Platform {
     }
 
     /// Graceful shutdown: give back what this instance holds.
+    /// Runs `hook` when the host shuts down (the local host on SIGTERM or
+    /// Ctrl-C, a Lambda instance on the SIGTERM before it is reclaimed),
+    /// before the ID lease is released: say, to send buffered clicks.
+    pub fn on_shutdown(&self, hook: ShutdownHook) {
+        self.shutdown_hooks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(hook);
+    }
+
     pub async fn shutdown(&self) {
+        let hooks = std::mem::take(
+            &mut *self
+                .shutdown_hooks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        futures::future::join_all(hooks.into_iter().map(|hook| hook())).await;
         if let Some(ids) = self.ids.get()
             && let Err(e) = ids.release().await
         {

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::{Notify, mpsc};
 
 use super::error::ShortenerError;
 use crate::http::emf::Metrics;
@@ -270,17 +272,54 @@ pub fn fold_stats(items: &[Item], stats: &mut super::link::LinkStats) {
 #[derive(Clone, Debug)]
 pub struct ClickSink {
     tx: mpsc::Sender<ClickEvent>,
+    pending: Arc<Pending>,
+}
+
+/// Events handed to the sink and not yet sent (or given up on).
+#[derive(Debug, Default)]
+struct Pending {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+impl Pending {
+    fn done(&self, n: usize) {
+        if n > 0 && self.count.fetch_sub(n, Ordering::AcqRel) == n {
+            self.idle.notify_waiters();
+        }
+    }
 }
 
 impl ClickSink {
     pub fn spawn(queue: Arc<dyn Queue>) -> Self {
         let (tx, rx) = mpsc::channel(SINK_CAPACITY);
-        tokio::spawn(send_loop(queue, rx));
-        Self { tx }
+        let pending = Arc::new(Pending::default());
+        tokio::spawn(send_loop(queue, rx, pending.clone()));
+        Self { tx, pending }
+    }
+
+    /// Waits until every click recorded so far has been sent (or dropped),
+    /// at most `within`; `false` if some were still on their way. For a
+    /// host's shutdown: Lambda allows 500 ms after SIGTERM.
+    pub async fn flush(&self, within: Duration) -> bool {
+        let drained = async {
+            loop {
+                let idle = self.pending.idle.notified();
+                tokio::pin!(idle);
+                idle.as_mut().enable();
+                if self.pending.count.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        tokio::time::timeout(within, drained).await.is_ok()
     }
 
     pub fn record(&self, event: ClickEvent) {
+        self.pending.count.fetch_add(1, Ordering::AcqRel);
         if self.tx.try_send(event).is_err() {
+            self.pending.done(1);
             tracing::warn!("click buffer full; a click was dropped");
             Metrics::new()
                 .dimension("Subsystem", "shortener")
@@ -290,56 +329,63 @@ impl ClickSink {
     }
 }
 
-async fn send_loop(queue: Arc<dyn Queue>, mut rx: mpsc::Receiver<ClickEvent>) {
+async fn send_loop(
+    queue: Arc<dyn Queue>,
+    mut rx: mpsc::Receiver<ClickEvent>,
+    pending: Arc<Pending>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let messages: Vec<OutgoingMessage> = batch
-            .drain(..)
-            .filter_map(|e| serde_json::to_string(&e).ok())
-            .map(OutgoingMessage::new)
-            .collect();
-        let mut delay = Duration::from_millis(50);
-        let mut messages = messages;
-        for attempt in 1..=4 {
-            match queue.send_batch(messages.clone()).await {
-                Ok(results) => {
-                    // Entries the queue refused one by one are tried again.
-                    let refused: Vec<OutgoingMessage> = messages
-                        .iter()
-                        .zip(results)
-                        .filter(|(_, r)| r.is_err())
-                        .map(|(m, _)| m.clone())
-                        .collect();
-                    if refused.is_empty() {
-                        break;
-                    }
-                    if attempt == 4 {
-                        tracing::error!(
-                            dropped = refused.len(),
-                            "click events refused by the queue"
-                        );
-                        Metrics::new()
-                            .dimension("Subsystem", "shortener")
-                            .count("ClicksDropped", refused.len() as u64)
-                            .emit();
-                        break;
-                    }
-                    messages = refused;
-                    tokio::time::sleep(delay).await;
-                    delay *= 4;
+        let taken = batch.len();
+        send_batch(queue.as_ref(), &mut batch).await;
+        pending.done(taken);
+    }
+}
+
+async fn send_batch(queue: &dyn Queue, batch: &mut Vec<ClickEvent>) {
+    let messages: Vec<OutgoingMessage> = batch
+        .drain(..)
+        .filter_map(|e| serde_json::to_string(&e).ok())
+        .map(OutgoingMessage::new)
+        .collect();
+    let mut delay = Duration::from_millis(50);
+    let mut messages = messages;
+    for attempt in 1..=4 {
+        match queue.send_batch(messages.clone()).await {
+            Ok(results) => {
+                // Entries the queue refused one by one are tried again.
+                let refused: Vec<OutgoingMessage> = messages
+                    .iter()
+                    .zip(results)
+                    .filter(|(_, r)| r.is_err())
+                    .map(|(m, _)| m.clone())
+                    .collect();
+                if refused.is_empty() {
+                    break;
                 }
-                Err(e) if attempt == 4 => {
-                    tracing::error!(error = %e, dropped = messages.len(), "click events could not be queued");
+                if attempt == 4 {
+                    tracing::error!(dropped = refused.len(), "click events refused by the queue");
                     Metrics::new()
                         .dimension("Subsystem", "shortener")
-                        .count("ClicksDropped", messages.len() as u64)
+                        .count("ClicksDropped", refused.len() as u64)
                         .emit();
+                    break;
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, attempt, "queueing click events failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 4;
-                }
+                messages = refused;
+                tokio::time::sleep(delay).await;
+                delay *= 4;
+            }
+            Err(e) if attempt == 4 => {
+                tracing::error!(error = %e, dropped = messages.len(), "click events could not be queued");
+                Metrics::new()
+                    .dimension("Subsystem", "shortener")
+                    .count("ClicksDropped", messages.len() as u64)
+                    .emit();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "queueing click events failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 4;
             }
         }
     }
@@ -348,6 +394,21 @@ async fn send_loop(queue: Arc<dyn Queue>, mut rx: mpsc::Receiver<ClickEvent>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_flush_waits_until_every_recorded_click_is_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::embedded::EmbeddedStore::open(dir.path()).unwrap();
+        let queue: Arc<dyn Queue> =
+            Arc::new(crate::embedded::EmbeddedQueue::new(store, click_queue()));
+        let sink = ClickSink::spawn(queue.clone());
+        assert!(sink.flush(Duration::from_millis(10)).await, "nothing pending");
+        for i in 0..25 {
+            sink.record(ClickEvent::new("l1", "abc1234", i, None, None));
+        }
+        assert!(sink.flush(Duration::from_secs(5)).await);
+        assert_eq!(queue.depth().await.unwrap(), 25);
+    }
 
     #[test]
     fn devices_are_classified() {
