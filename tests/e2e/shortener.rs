@@ -606,3 +606,52 @@ hanul_e2e::on_both_backends!(
     owners_read_edit_and_delete,
     qr_codes_and_batches,
 );
+
+/// The local CDN port end to end: a purge request on the invalidation queue,
+/// and nothing else, drops the redirect cache's entry (edits also purge the
+/// cache directly, so they could not show this).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_purge_clears_the_local_redirect_cache() {
+    use hanul_shared::platform::TableName;
+    use hanul_shared::ports::table::{Update, s};
+    use hanul_shared::shortener::ShortCode;
+
+    let host = LocalHost::start(Backend::Embedded);
+    let c = client();
+    let link = created(
+        &host,
+        json!({"longUrl": "https://example.com/before"}),
+        None,
+    )
+    .await;
+    let code = link["code"].as_str().unwrap().to_owned();
+    let location = || async {
+        let r = c.get(host.url(&format!("/{code}"))).send().await.unwrap();
+        header(&r, "location")
+    };
+    assert_eq!(location().await, "https://example.com/before");
+
+    // The stored link changes behind the service's back: the cache still
+    // answers with the old one.
+    let platform = host.platform().await;
+    let table = platform.table(TableName::Urls).await.unwrap();
+    let key = hanul_shared::shortener::link::link_key(&ShortCode::parse(&code).unwrap());
+    let after = Update::new().set("longUrl", s("https://example.com/after"));
+    table.update(&key, after, None).await.unwrap();
+    assert_eq!(location().await, "https://example.com/before");
+
+    let purges = platform
+        .queue(&hanul_shared::cdn::invalidation_queue())
+        .await
+        .unwrap();
+    hanul_shared::cdn::request_invalidation(purges.as_ref(), vec![format!("/{code}")])
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut now = location().await;
+    while now != "https://example.com/after" && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        now = location().await;
+    }
+    assert_eq!(now, "https://example.com/after");
+}

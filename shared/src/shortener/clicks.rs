@@ -402,7 +402,10 @@ mod tests {
         let queue: Arc<dyn Queue> =
             Arc::new(crate::embedded::EmbeddedQueue::new(store, click_queue()));
         let sink = ClickSink::spawn(queue.clone());
-        assert!(sink.flush(Duration::from_millis(10)).await, "nothing pending");
+        assert!(
+            sink.flush(Duration::from_millis(10)).await,
+            "nothing pending"
+        );
         for i in 0..25 {
             sink.record(ClickEvent::new("l1", "abc1234", i, None, None));
         }
