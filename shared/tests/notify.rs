@@ -80,13 +80,17 @@ struct Provider {
     sent: AtomicU32,
     dead_token: bool,
     sms_down: bool,
+    revived_pushes: AtomicU32,
 }
 
 #[async_trait]
 impl PushSender for Provider {
-    async fn push(&self, _: &PushMessage) -> Result<String, SendError> {
+    async fn push(&self, m: &PushMessage) -> Result<String, SendError> {
         if self.dead_token {
             return Err(SendError::InvalidRecipient("BadDeviceToken".into()));
+        }
+        if m.revived {
+            self.revived_pushes.fetch_add(1, Ordering::SeqCst);
         }
         self.sent.fetch_add(1, Ordering::SeqCst);
         Ok("p".into())
@@ -253,6 +257,21 @@ async fn a_dead_token_disables_the_device(table: Arc<dyn Table>) {
     assert_eq!(next.status, "skipped");
     f.service.register_device("nina", device).await.unwrap();
     assert!(f.service.devices("nina").await.unwrap()[0].enabled);
+
+    // Its next push tells the provider the device came back, so a disabled
+    // endpoint may be turned on again.
+    f.service
+        .send(request("ping-3", r#"["push"]"#))
+        .await
+        .unwrap();
+    let body = take(&f, DeliveryQueue::PushIos).await.remove(0);
+    let provider = Arc::new(Provider::default());
+    let outcome = worker(&f, provider.clone())
+        .deliver(&body, 1, T0)
+        .await
+        .unwrap();
+    assert_eq!(outcome, Delivered::Sent);
+    assert_eq!(provider.revived_pushes.load(Ordering::SeqCst), 1);
 }
 
 async fn racing_sends_of_one_event_make_one_notification(table: Arc<dyn Table>) {

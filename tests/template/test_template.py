@@ -644,16 +644,19 @@ def test_cloudfront_fronts_the_api_and_honours_its_cache_control(cfn):
     behavior = config["DefaultCacheBehavior"]
     assert behavior["ViewerProtocolPolicy"] == "redirect-to-https"
     assert set(behavior["AllowedMethods"]) == {"GET", "HEAD"}
-    (policy_id, policy), = _resources_of(cfn, "AWS::CloudFront::CachePolicy").items()
-    assert behavior["CachePolicyId"] == {"Ref": policy_id}
-    ttl = policy["Properties"]["CachePolicyConfig"]
-    # MinTTL and DefaultTTL 0: a 302's no-store is obeyed and a 301 is kept
-    # exactly as long as its max-age says.
-    assert (ttl["MinTTL"], ttl["DefaultTTL"]) == (0, 0)
-    # The QR route's format is part of the key; nothing else is.
-    queries = ttl["ParametersInCacheKeyAndForwardedToOrigin"]["QueryStringsConfig"]
-    assert (queries["QueryStringBehavior"], queries["QueryStrings"]) == ("whitelist", ["format"])
-    assert ttl["MaxTTL"] >= 86400
+    policies = _resources_of(cfn, "AWS::CloudFront::CachePolicy")
+    (qr,) = config["CacheBehaviors"]
+    assert qr["PathPattern"] == "/api/v1/urls/*/qr"
+    for b, queries in ((behavior, {"QueryStringBehavior": "none"}),
+                       (qr, {"QueryStringBehavior": "whitelist", "QueryStrings": ["format"]})):
+        ttl = policies[b["CachePolicyId"]["Ref"]]["Properties"]["CachePolicyConfig"]
+        # MinTTL and DefaultTTL 0: a 302's no-store is obeyed and a 301 is
+        # kept exactly as long as its max-age says.
+        assert (ttl["MinTTL"], ttl["DefaultTTL"]) == (0, 0)
+        assert ttl["MaxTTL"] >= 86400
+        # Redirects are one object per code (an invalidation of the path
+        # removes it); QR codes one per format.
+        assert ttl["ParametersInCacheKeyAndForwardedToOrigin"]["QueryStringsConfig"] == queries
 
 
 def test_notify_queues_have_depth_and_age_alarms(cfn):

@@ -81,10 +81,16 @@ impl SnsPush {
         }
     }
 
-    /// The token's endpoint (creating it is idempotent in SNS), enabled: a
-    /// device is only pushed to while it is enabled here, so an endpoint SNS
-    /// disabled before the device registered again is turned back on.
-    async fn endpoint(&self, platform: DevicePlatform, token: &str) -> Result<String, SendError> {
+    /// The token's endpoint (creating it is idempotent in SNS). SNS disables
+    /// an endpoint whose token the platform refused; creating it again then
+    /// fails with "different attributes". That is a dead recipient, unless
+    /// the device registered again since (`revived`): then it is enabled.
+    async fn endpoint(
+        &self,
+        platform: DevicePlatform,
+        token: &str,
+        revived: bool,
+    ) -> Result<String, SendError> {
         let key = (platform, token.to_owned());
         if let Some(arn) = self.endpoints.get(&key) {
             return Ok(arn);
@@ -105,9 +111,22 @@ impl SnsPush {
                 .ok_or_else(|| SendError::Transient("SNS returned no endpoint".into()))?
                 .to_owned(),
             Err(e) => match e.message().and_then(existing_endpoint) {
-                // The endpoint exists with other attributes (SNS disabled
-                // it): SNS names it only in the message.
-                Some(arn) => arn.to_owned(),
+                Some(arn) if revived => {
+                    let arn = arn.to_owned();
+                    self.client
+                        .set_endpoint_attributes()
+                        .endpoint_arn(&arn)
+                        .attributes("Enabled", "true")
+                        .send()
+                        .await
+                        .map_err(send_error)?;
+                    arn
+                }
+                Some(arn) => {
+                    return Err(SendError::InvalidRecipient(format!(
+                        "endpoint {arn} is disabled: the platform refused its token"
+                    )));
+                }
                 None => {
                     return Err(match send_error(e) {
                         // Creating an endpoint refuses a malformed token.
@@ -117,13 +136,6 @@ impl SnsPush {
                 }
             },
         };
-        self.client
-            .set_endpoint_attributes()
-            .endpoint_arn(&arn)
-            .attributes("Enabled", "true")
-            .send()
-            .await
-            .map_err(send_error)?;
         self.endpoints.insert(key, arn.clone());
         Ok(arn)
     }
@@ -132,7 +144,7 @@ impl SnsPush {
 #[async_trait]
 impl PushSender for SnsPush {
     async fn push(&self, m: &PushMessage) -> Result<String, SendError> {
-        let endpoint = self.endpoint(m.platform, &m.token).await?;
+        let endpoint = self.endpoint(m.platform, &m.token, m.revived).await?;
         let data = m.data.clone().unwrap_or_else(|| json!({}));
         let apns = json!({"aps": {"alert": {"title": m.title, "body": m.body}}, "data": data});
         let fcm = json!({
@@ -164,11 +176,16 @@ impl PushSender for SnsPush {
         match publish.send().await {
             Ok(out) => Ok(out.message_id().unwrap_or_default().to_owned()),
             Err(e) => {
-                let error = send_error(e);
-                if matches!(error, SendError::InvalidRecipient(_)) {
-                    self.endpoints.invalidate(&(m.platform, m.token.clone()));
-                }
-                Err(error)
+                // Whatever went wrong, the next attempt looks the endpoint up
+                // again: it may have been disabled or deleted meanwhile.
+                self.endpoints.invalidate(&(m.platform, m.token.clone()));
+                Err(match send_error(e) {
+                    // Deleted behind our back: the retry creates it anew.
+                    SendError::Rejected(text) if text.contains("No endpoint found") => {
+                        SendError::Transient(text)
+                    }
+                    other => other,
+                })
             }
         }
     }

@@ -89,6 +89,9 @@ pub struct Device {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled_reason: Option<String>,
     pub created_at: String,
+    /// Registered again since it was disabled (until it is disabled anew).
+    #[serde(skip)]
+    pub revived: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -165,6 +165,7 @@ fn device_from(item: &Item) -> Option<Device> {
         enabled: get_i64(item, "enabled") != Some(0),
         disabled_reason: get_str(item, "disabledReason").map(str::to_owned),
         created_at: format_instant(get_i64(item, "createdAt").unwrap_or(0).max(0) as u64),
+        revived: get_i64(item, "revived") == Some(1),
     })
 }
 
@@ -248,8 +249,12 @@ impl NotifyService {
         item.insert("deviceId".into(), s(&id));
         item.insert("platform".into(), s(request.platform.as_str()));
         item.insert("token".into(), s(&request.token));
-        // Registering again turns a disabled device back on.
+        // Registering again turns a disabled device back on, and lets the
+        // push worker turn its provider endpoint back on too.
         item.insert("enabled".into(), num(1));
+        if known.is_some_and(|d| !d.enabled || d.revived) {
+            item.insert("revived".into(), num(1));
+        }
         item.insert("createdAt".into(), num(created_at));
         self.table.put(item.clone(), None).await?;
         let device = device_from(&item).ok_or_else(|| NotifyError::Store("device item".into()))?;

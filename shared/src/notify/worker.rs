@@ -236,6 +236,7 @@ impl DeliveryWorker {
             Channel::Sms => settings.phone.clone(),
             Channel::Email => settings.email.clone(),
         };
+        let mut revived = false;
         let skip = if !settings.channels.allows(m.channel) {
             Some("channel_off".to_owned())
         } else if !m.category.is_empty() && !settings.category_on(&m.category) {
@@ -250,7 +251,9 @@ impl DeliveryWorker {
                 .to_owned(),
             )
         } else if m.channel == Channel::Push {
-            self.device_gone(m).await?
+            let (gone, was_revived) = self.device_state(m).await?;
+            revived = was_revived;
+            gone
         } else {
             None
         };
@@ -284,6 +287,7 @@ impl DeliveryWorker {
                         title: m.title.clone(),
                         body: m.body.clone(),
                         data: m.data.clone(),
+                        revived,
                     })
                     .await
             }
@@ -358,10 +362,11 @@ impl DeliveryWorker {
         }
     }
 
-    /// Why a push's device no longer takes pushes, if it does not.
-    async fn device_gone(&self, m: &DeliveryMessage) -> Result<Option<String>, String> {
+    /// Why a push's device no longer takes pushes, if it does not; and
+    /// whether it registered again since its token was found dead.
+    async fn device_state(&self, m: &DeliveryMessage) -> Result<(Option<String>, bool), String> {
         let Some(device) = &m.device_id else {
-            return Ok(None);
+            return Ok((None, false));
         };
         let key = Key::new(format!("user#{}", m.user_id), format!("device#{device}"));
         let item = self
@@ -369,22 +374,24 @@ impl DeliveryWorker {
             .get(&key, crate::ports::table::Consistency::Strong)
             .await
             .map_err(|e| format!("cannot read the device: {e}"))?;
+        let flag = |i: &crate::ports::Item, name: &str| crate::ports::table::get_i64(i, name);
         Ok(match item {
-            None => Some("device_removed".into()),
-            Some(i) if crate::ports::table::get_i64(&i, "enabled") == Some(0) => {
-                Some("device_disabled".into())
-            }
-            Some(_) => None,
+            None => (Some("device_removed".into()), false),
+            Some(i) if flag(&i, "enabled") == Some(0) => (Some("device_disabled".into()), false),
+            Some(i) => (None, flag(&i, "revived") == Some(1)),
         })
     }
 
     async fn disable_device(&self, m: &DeliveryMessage, reason: &str) {
         let Some(device) = &m.device_id else { return };
         let key = Key::new(format!("user#{}", m.user_id), format!("device#{device}"));
-        let update = Update::new().set("enabled", num(0)).set(
-            "disabledReason",
-            s(reason.chars().take(200).collect::<String>()),
-        );
+        let update = Update::new()
+            .set("enabled", num(0))
+            .set(
+                "disabledReason",
+                s(reason.chars().take(200).collect::<String>()),
+            )
+            .remove("revived");
         match self
             .table
             .update(&key, update, Some(Condition::Exists))

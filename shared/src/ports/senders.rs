@@ -39,6 +39,10 @@ pub struct PushMessage {
     pub body: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<serde_json::Value>,
+    /// The device registered again after its token was found dead: a
+    /// provider that disabled the token's endpoint may turn it back on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revived: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -167,12 +167,15 @@ fn token_bucket(state: Option<&State>, now: u64, l: &Limit) -> (Decision, Option
             }),
         )
     } else {
+        // Tokens are counted as of `at`, which is later than now when this
+        // clock is behind the one that stored them.
+        let ahead = at - now;
         let decision = Decision {
             allowed: false,
             limit: l.burst,
             remaining: 0,
-            retry_after_ms: per_ms(MICRO - tokens),
-            reset_ms: per_ms(capacity - tokens),
+            retry_after_ms: ahead + per_ms(MICRO - tokens),
+            reset_ms: ahead + per_ms(capacity - tokens),
         };
         (decision, None)
     }
@@ -567,6 +570,8 @@ mod tests {
         let (d, next) = decide(Algorithm::TokenBucket, Some(&spent), 500, &l);
         assert!(!d.allowed);
         assert!(next.is_none(), "a refusal writes nothing");
+        // A token is back 100 ms after A's time: 600 ms on B's clock.
+        assert_eq!(d.retry_after_ms, 600);
         let half = State::TokenBucket {
             micro: MICRO as u64,
             at: 1000,

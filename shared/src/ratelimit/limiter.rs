@@ -480,13 +480,16 @@ impl RateLimiter {
             .lock()
             .await;
         let mut known = self.known.get(pk);
+        // Whether the store answered (a failed condition is an answer).
+        let mut asked = false;
         for _ in 0..self.config.max_attempts {
             let (decision, next) =
                 algorithm::decide(rule.algorithm, known.as_ref().map(|k| &k.state), now, limit);
             let Some(next) = next else {
                 // A refusal changes nothing; another instance's newer state
                 // could only refuse too.
-                return Ok((decision, Source::Local));
+                let source = if asked { Source::Store } else { Source::Local };
+                return Ok((decision, source));
             };
             // A random version, not a counter: after a state expires and
             // starts over, an old copy elsewhere must not match the new one.
@@ -518,6 +521,7 @@ impl RateLimiter {
                     return Ok((decision, Source::Store));
                 }
                 Ok(Err(TableError::ConditionFailed { current })) => {
+                    asked = true;
                     known = current.and_then(|item| parse_state(&item, now));
                     match &known {
                         Some(k) => self.known.insert(pk.to_owned(), k.clone()),

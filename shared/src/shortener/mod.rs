@@ -819,16 +819,12 @@ impl ShortenerService {
     }
 
     /// Drops the code from this instance's cache and queues the edge
-    /// invalidation of its redirect paths and QR codes (every format). If
-    /// even the queue fails, the edge stays stale for at most
-    /// `SHORTENER_REDIRECT_MAX_AGE_SECONDS` (a QR code, a day).
+    /// invalidation of its redirect paths (a QR code encodes only the short
+    /// URL, so it never needs one). If even the queue fails, the edge stays
+    /// stale for at most `SHORTENER_REDIRECT_MAX_AGE_SECONDS`.
     async fn purge(&self, code: &ShortCode, purges: &dyn Queue) -> CdnOutcome {
         self.cache.invalidate(code.as_str());
-        let paths = vec![
-            format!("/{code}"),
-            format!("/api/v1/{code}"),
-            format!("/api/v1/urls/{code}/qr*"),
-        ];
+        let paths = vec![format!("/{code}"), format!("/api/v1/{code}")];
         match crate::cdn::request_invalidation(purges, paths).await {
             Ok(()) => CdnOutcome::Queued,
             Err(e) => {

@@ -21,6 +21,7 @@ fn push(token: &str, platform: DevicePlatform) -> PushMessage {
         title: "Hello".into(),
         body: "World".into(),
         data: Some(serde_json::json!({"orderId": 1042})),
+        revived: false,
     }
 }
 
@@ -88,7 +89,7 @@ async fn sns_delivers_pushes_and_a_disabled_endpoint_is_an_invalid_recipient() {
     let fcm = bootstrap::ensure_platform_application(&sns, &unique("fcm"), "GCM")
         .await
         .unwrap();
-    let sender = SnsPush::new(sns.clone(), apns, fcm.clone());
+    let sender = SnsPush::new(sns.clone(), apns.clone(), fcm.clone());
     let token = format!("{:0>64}", unique("t").replace('-', ""))
         .chars()
         .map(|c| if c.is_ascii_hexdigit() { c } else { 'a' })
@@ -130,12 +131,22 @@ async fn sns_delivers_pushes_and_a_disabled_endpoint_is_an_invalid_recipient() {
         .unwrap_err();
     assert!(matches!(err, SendError::InvalidRecipient(_)), "{err}");
 
-    // The user registers the device again: the endpoint SNS disabled is
-    // turned back on, and pushes reach it.
-    sender
+    // Another instance (nothing cached) finds the endpoint disabled too:
+    // still a dead recipient, not turned back on behind the platform's back.
+    let fresh = SnsPush::new(sns.clone(), apns.clone(), fcm.clone());
+    let err = fresh
         .push(&push(&fcm_token, DevicePlatform::Android))
         .await
-        .unwrap();
+        .unwrap_err();
+    assert!(matches!(err, SendError::InvalidRecipient(_)), "{err}");
+
+    // The user registers the device again (revived): the endpoint SNS
+    // disabled is turned back on, and pushes reach it.
+    let again = PushMessage {
+        revived: true,
+        ..push(&fcm_token, DevicePlatform::Android)
+    };
+    fresh.push(&again).await.unwrap();
     let enabled = sns
         .get_endpoint_attributes()
         .endpoint_arn(&endpoint)
