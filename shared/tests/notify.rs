@@ -81,12 +81,21 @@ struct Provider {
     dead_token: bool,
     sms_down: bool,
     revived_pushes: AtomicU32,
+    /// The user registers the device again while its dead push is out.
+    reregister: Option<(Arc<NotifyService>, Arc<ManualClock>, RegisterDevice)>,
 }
 
 #[async_trait]
 impl PushSender for Provider {
     async fn push(&self, m: &PushMessage) -> Result<String, SendError> {
         if self.dead_token {
+            if let Some((service, clock, device)) = &self.reregister {
+                clock.advance(1_000);
+                service
+                    .register_device("nina", device.clone())
+                    .await
+                    .unwrap();
+            }
             return Err(SendError::InvalidRecipient("BadDeviceToken".into()));
         }
         if m.revived {
@@ -272,6 +281,44 @@ async fn a_dead_token_disables_the_device(table: Arc<dyn Table>) {
         .unwrap();
     assert_eq!(outcome, Delivered::Sent);
     assert_eq!(provider.revived_pushes.load(Ordering::SeqCst), 1);
+    // Once: the push went through, so the endpoint is live again.
+    f.service
+        .send(request("ping-4", r#"["push"]"#))
+        .await
+        .unwrap();
+    let body = take(&f, DeliveryQueue::PushIos).await.remove(0);
+    worker(&f, provider.clone())
+        .deliver(&body, 1, T0)
+        .await
+        .unwrap();
+    assert_eq!(provider.revived_pushes.load(Ordering::SeqCst), 1);
+}
+
+async fn a_dead_token_answer_leaves_a_newer_registration_alone(table: Arc<dyn Table>) {
+    let f = fixture(table);
+    let device = RegisterDevice {
+        platform: DevicePlatform::Ios,
+        token: "ef".repeat(32),
+    };
+    f.service
+        .register_device("nina", device.clone())
+        .await
+        .unwrap();
+    f.service
+        .send(request("stale", r#"["push"]"#))
+        .await
+        .unwrap();
+    let body = take(&f, DeliveryQueue::PushIos).await.remove(0);
+    // The provider refuses the token, but the user registered the device
+    // again while the push was out: that registration stands.
+    let provider = Arc::new(Provider {
+        dead_token: true,
+        reregister: Some((f.service.clone(), f.clock.clone(), device)),
+        ..Provider::default()
+    });
+    let outcome = worker(&f, provider).deliver(&body, 1, T0).await.unwrap();
+    assert!(matches!(outcome, Delivered::Dropped(_)), "{outcome:?}");
+    assert!(f.service.devices("nina").await.unwrap()[0].enabled);
 }
 
 async fn racing_sends_of_one_event_make_one_notification(table: Arc<dyn Table>) {
@@ -518,6 +565,7 @@ on_both_tables!(
     the_scheduler_queues_what_is_due_and_nothing_early,
     a_redelivered_message_is_sent_once,
     a_dead_token_disables_the_device,
+    a_dead_token_answer_leaves_a_newer_registration_alone,
     the_configured_last_attempt_dead_letters,
     racing_sends_of_one_event_make_one_notification,
 );

@@ -152,6 +152,20 @@ async fn instances_share_one_limit_and_conflicts_are_retried(table: Arc<dyn Tabl
     println!(
         "contention: {decisions} decisions, {allowed} admitted, {writes} writes ({conflicts} conflicts), 0 reads"
     );
+    // An instance that learns of the spent window from a failed write got
+    // its answer from the store; the next refusal needs no store at all.
+    let c = limiter(&table, Arc::new(SystemClock));
+    let rule = c.rules().get("windowed").unwrap();
+    let first = c.check(&rule, "shared-user").await.unwrap();
+    assert_eq!(
+        (first.decision.allowed, first.source),
+        (false, Source::Store)
+    );
+    let again = c.check(&rule, "shared-user").await.unwrap();
+    assert_eq!(
+        (again.decision.allowed, again.source),
+        (false, Source::Local)
+    );
 }
 
 async fn a_global_rule_is_sharded_and_still_bounded(table: Arc<dyn Table>) {

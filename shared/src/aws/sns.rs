@@ -92,7 +92,9 @@ impl SnsPush {
         revived: bool,
     ) -> Result<String, SendError> {
         let key = (platform, token.to_owned());
-        if let Some(arn) = self.endpoints.get(&key) {
+        // A revived device's endpoint may be cached here from before SNS
+        // disabled it: look it up afresh.
+        if !revived && let Some(arn) = self.endpoints.get(&key) {
             return Ok(arn);
         }
         let application = self.applications.get(&platform).ok_or_else(|| {

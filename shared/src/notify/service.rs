@@ -256,6 +256,12 @@ impl NotifyService {
             item.insert("revived".into(), num(1));
         }
         item.insert("createdAt".into(), num(created_at));
+        // Each registration is told apart, so a worker acting on what it read
+        // of an earlier one (disabling a dead token) leaves this one alone.
+        item.insert(
+            "registeredAt".into(),
+            num(self.clock.now_ms().max(created_at)),
+        );
         self.table.put(item.clone(), None).await?;
         let device = device_from(&item).ok_or_else(|| NotifyError::Store("device item".into()))?;
         Ok((device, known.is_none()))

@@ -80,6 +80,20 @@ impl WorkerConfig {
     }
 }
 
+/// What a push's worker read of its device.
+#[derive(Debug, Clone, Copy, Default)]
+struct DeviceSeen {
+    /// Registered again since its token was found dead, and not pushed to
+    /// since.
+    revived: bool,
+    /// When it was last registered (ms), to act on that registration only.
+    registered_at: Option<i64>,
+}
+
+fn device_key(m: &DeliveryMessage, device: &str) -> Key {
+    Key::new(format!("user#{}", m.user_id), format!("device#{device}"))
+}
+
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivered {
@@ -236,7 +250,7 @@ impl DeliveryWorker {
             Channel::Sms => settings.phone.clone(),
             Channel::Email => settings.email.clone(),
         };
-        let mut revived = false;
+        let mut device = DeviceSeen::default();
         let skip = if !settings.channels.allows(m.channel) {
             Some("channel_off".to_owned())
         } else if !m.category.is_empty() && !settings.category_on(&m.category) {
@@ -251,8 +265,8 @@ impl DeliveryWorker {
                 .to_owned(),
             )
         } else if m.channel == Channel::Push {
-            let (gone, was_revived) = self.device_state(m).await?;
-            revived = was_revived;
+            let (gone, seen) = self.device_state(m).await?;
+            device = seen;
             gone
         } else {
             None
@@ -287,7 +301,7 @@ impl DeliveryWorker {
                         title: m.title.clone(),
                         body: m.body.clone(),
                         data: m.data.clone(),
-                        revived,
+                        revived: device.revived,
                     })
                     .await
             }
@@ -317,13 +331,16 @@ impl DeliveryWorker {
         };
         match sent {
             Ok(provider_id) => {
+                if device.revived {
+                    self.settle_revival(m, &device).await;
+                }
                 self.finish(m, &attempt_key, "sent", None, attempt, Some(&provider_id))
                     .await;
                 Ok(Delivered::Sent)
             }
             Err(SendError::InvalidRecipient(reason)) => {
                 if m.channel == Channel::Push {
-                    self.disable_device(m, &reason).await;
+                    self.disable_device(m, &device, &reason).await;
                 }
                 self.finish(
                     m,
@@ -363,28 +380,65 @@ impl DeliveryWorker {
     }
 
     /// Why a push's device no longer takes pushes, if it does not; and
-    /// whether it registered again since its token was found dead.
-    async fn device_state(&self, m: &DeliveryMessage) -> Result<(Option<String>, bool), String> {
+    /// what the worker saw of it.
+    async fn device_state(
+        &self,
+        m: &DeliveryMessage,
+    ) -> Result<(Option<String>, DeviceSeen), String> {
         let Some(device) = &m.device_id else {
-            return Ok((None, false));
+            return Ok((None, DeviceSeen::default()));
         };
-        let key = Key::new(format!("user#{}", m.user_id), format!("device#{device}"));
         let item = self
             .table
-            .get(&key, crate::ports::table::Consistency::Strong)
+            .get(
+                &device_key(m, device),
+                crate::ports::table::Consistency::Strong,
+            )
             .await
             .map_err(|e| format!("cannot read the device: {e}"))?;
         let flag = |i: &crate::ports::Item, name: &str| crate::ports::table::get_i64(i, name);
         Ok(match item {
-            None => (Some("device_removed".into()), false),
-            Some(i) if flag(&i, "enabled") == Some(0) => (Some("device_disabled".into()), false),
-            Some(i) => (None, flag(&i, "revived") == Some(1)),
+            None => (Some("device_removed".into()), DeviceSeen::default()),
+            Some(i) if flag(&i, "enabled") == Some(0) => {
+                (Some("device_disabled".into()), DeviceSeen::default())
+            }
+            Some(i) => (
+                None,
+                DeviceSeen {
+                    revived: flag(&i, "revived") == Some(1),
+                    registered_at: flag(&i, "registeredAt"),
+                },
+            ),
         })
     }
 
-    async fn disable_device(&self, m: &DeliveryMessage, reason: &str) {
+    /// The registration this worker saw, and only it: a registration since
+    /// (a new token, or the device back from the dead) is left alone.
+    fn same_registration(seen: &DeviceSeen) -> Condition {
+        match seen.registered_at {
+            Some(at) => Condition::eq("registeredAt", num(at)),
+            None => Condition::Exists.and(Condition::AttrNotExists("registeredAt".into())),
+        }
+    }
+
+    /// A push reached a device that came back: the endpoint is live again,
+    /// and later lookups must not turn it on behind the platform's back.
+    async fn settle_revival(&self, m: &DeliveryMessage, seen: &DeviceSeen) {
         let Some(device) = &m.device_id else { return };
-        let key = Key::new(format!("user#{}", m.user_id), format!("device#{device}"));
+        let update = Update::new().remove("revived");
+        let condition = Self::same_registration(seen);
+        match self
+            .table
+            .update(&device_key(m, device), update, Some(condition))
+            .await
+        {
+            Ok(_) | Err(TableError::ConditionFailed { .. }) => {}
+            Err(e) => tracing::warn!(error = %e, "a revived device keeps its mark"),
+        }
+    }
+
+    async fn disable_device(&self, m: &DeliveryMessage, seen: &DeviceSeen, reason: &str) {
+        let Some(device) = &m.device_id else { return };
         let update = Update::new()
             .set("enabled", num(0))
             .set(
@@ -394,10 +448,15 @@ impl DeliveryWorker {
             .remove("revived");
         match self
             .table
-            .update(&key, update, Some(Condition::Exists))
+            .update(
+                &device_key(m, device),
+                update,
+                Some(Self::same_registration(seen)),
+            )
             .await
         {
             Ok(_) => tracing::info!(device = %device, "device disabled: its token is dead"),
+            // Gone, or registered again since: the new registration stands.
             Err(TableError::ConditionFailed { .. }) => {}
             Err(e) => tracing::warn!(error = %e, "could not disable a dead device"),
         }

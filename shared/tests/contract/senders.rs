@@ -147,6 +147,16 @@ async fn sns_delivers_pushes_and_a_disabled_endpoint_is_an_invalid_recipient() {
         ..push(&fcm_token, DevicePlatform::Android)
     };
     fresh.push(&again).await.unwrap();
+
+    // Disabled once more while `fresh` has the endpoint cached: a revived
+    // device's push looks it up afresh rather than trusting the cache.
+    sns.set_endpoint_attributes()
+        .endpoint_arn(&endpoint)
+        .attributes("Enabled", "false")
+        .send()
+        .await
+        .unwrap();
+    fresh.push(&again).await.unwrap();
     let enabled = sns
         .get_endpoint_attributes()
         .endpoint_arn(&endpoint)
