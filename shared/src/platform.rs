@@ -583,3 +583,29 @@ impl Platform {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn shutdown_runs_each_hook_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let platform = Platform::embedded(EmbeddedStore::open(dir.path()).unwrap());
+        let runs = Arc::new(AtomicU32::new(0));
+        for _ in 0..2 {
+            let runs = runs.clone();
+            platform.on_shutdown(Box::new(move || {
+                Box::pin(async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                })
+            }));
+        }
+        platform.shutdown().await;
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        platform.shutdown().await;
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "hooks are taken, not kept");
+    }
+}
