@@ -206,12 +206,13 @@ macro_rules! delivery_worker {
     ($name:literal, $queue:expr) => {
         Worker {
             name: $name,
-            queue: |platform| Ok($queue.spec(platform.notify_max_attempts()?)),
+            queue: |platform| platform.delivery_queue_spec($queue),
             build: |platform| {
                 Box::pin(async move {
                     let worker = Arc::new(platform.delivery_worker($queue).await?);
-                    let spec = $queue.spec(platform.notify_max_attempts()?);
-                    let queue = platform.queue(&spec).await?;
+                    let queue = platform
+                        .queue(&platform.delivery_queue_spec($queue)?)
+                        .await?;
                     let handler: SqsHandler = Arc::new(move |event| {
                         let (worker, queue) = (worker.clone(), queue.clone());
                         Box::pin(

@@ -431,10 +431,11 @@ impl Platform {
         ServiceKeys::parse(&raw).map_err(ConfigError)
     }
 
-    /// `NOTIFY_MAX_ATTEMPTS`: attempts per delivery, the delivery queues'
-    /// `maxReceiveCount`.
-    pub fn notify_max_attempts(&self) -> Result<u32, ConfigError> {
-        crate::notify::max_attempts(|n| self.setting(n)).map_err(ConfigError)
+    /// A delivery queue as the settings shape it: its `maxReceiveCount` is
+    /// `NOTIFY_MAX_ATTEMPTS`.
+    pub fn delivery_queue_spec(&self, queue: DeliveryQueue) -> Result<QueueSpec, ConfigError> {
+        let max_attempts = crate::notify::max_attempts(|n| self.setting(n)).map_err(ConfigError)?;
+        Ok(queue.spec(max_attempts))
     }
 
     /// The notification service (queues for every channel).
@@ -443,9 +444,8 @@ impl Platform {
             .get_or_try_init(|| async {
                 let table = self.table(TableName::Notify).await?;
                 let mut queues = std::collections::HashMap::new();
-                let max_attempts = self.notify_max_attempts()?;
                 for q in DeliveryQueue::ALL {
-                    queues.insert(q, self.queue(&q.spec(max_attempts)).await?);
+                    queues.insert(q, self.queue(&self.delivery_queue_spec(q)?).await?);
                 }
                 let limiter = self.rate_limiter().await?;
                 Ok(Arc::new(NotifyService::new(

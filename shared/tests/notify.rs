@@ -1,6 +1,8 @@
 //! The notification service and delivery worker on both table adapters:
 //! the scheduler, idempotent delivery, dead tokens, racing duplicates.
 
+#[path = "common/gated.rs"]
+mod gated;
 #[allow(dead_code)]
 #[path = "contract/support.rs"]
 mod support;
@@ -10,15 +12,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use async_trait::async_trait;
+use gated::{Call, Gate, Gated};
 use hanul_shared::embedded::{EmbeddedQueue, EmbeddedStore};
 use hanul_shared::notify::model::RegisterDevice;
 use hanul_shared::notify::{
     DEFAULT_MAX_ATTEMPTS, Delivered, DeliveryQueue, DeliveryWorker, NotifyService, SendRequest,
     Senders, Settings, WorkerConfig,
 };
-use hanul_shared::ports::table::{
-    Condition, Consistency, Item, Key, Page, Query, TableError, TableStats, TxOp, Update,
-};
+use hanul_shared::ports::table::TableError;
 use hanul_shared::ports::{
     DevicePlatform, EmailMessage, EmailSender, ManualClock, PushMessage, PushSender, Queue,
     SendError, SmsMessage, SmsSender, Table,
@@ -452,66 +453,39 @@ async fn a_late_commit_into_the_last_hour_is_still_drained(table: Arc<dyn Table>
     assert_eq!(take(&f, DeliveryQueue::Email).await.len(), 1);
 }
 
-/// A table whose next transactions are cancelled as conflicts, as DynamoDB
-/// cancels the loser of two racing transactions on one item.
-struct Conflicting {
-    inner: Arc<dyn Table>,
-    conflicts: AtomicU32,
+/// Cancels the next transactions as conflicts, as DynamoDB cancels the
+/// loser of two racing transactions on one item.
+#[derive(Default)]
+struct Conflicts {
+    left: AtomicU32,
     /// What commits first and wins the race: run before the next conflict.
     winner: std::sync::Mutex<Option<futures::future::BoxFuture<'static, ()>>>,
 }
 
 #[async_trait]
-impl Table for Conflicting {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    async fn get(&self, k: &Key, c: Consistency) -> Result<Option<Item>, TableError> {
-        self.inner.get(k, c).await
-    }
-    async fn put(&self, i: Item, c: Option<Condition>) -> Result<(), TableError> {
-        self.inner.put(i, c).await
-    }
-    async fn update(&self, k: &Key, u: Update, c: Option<Condition>) -> Result<Item, TableError> {
-        self.inner.update(k, u, c).await
-    }
-    async fn delete(&self, k: &Key, c: Option<Condition>) -> Result<Option<Item>, TableError> {
-        self.inner.delete(k, c).await
-    }
-    async fn query(&self, q: Query) -> Result<Page, TableError> {
-        self.inner.query(q).await
-    }
-    async fn batch_get(&self, k: &[Key]) -> Result<Vec<Item>, TableError> {
-        self.inner.batch_get(k).await
-    }
-    async fn batch_put(&self, i: Vec<Item>) -> Result<(), TableError> {
-        self.inner.batch_put(i).await
-    }
-    async fn transact_write(&self, ops: Vec<TxOp>) -> Result<(), TableError> {
-        let conflict = self
-            .conflicts
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if conflict {
-            let winner = self.winner.lock().unwrap().take();
-            if let Some(winner) = winner {
-                winner.await;
-            }
-            return Err(TableError::Throttled);
+impl Gate for Conflicts {
+    async fn admit(&self, call: Call) -> Result<(), TableError> {
+        let conflict = call == Call::Transaction
+            && self
+                .left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if !conflict {
+            return Ok(());
         }
-        self.inner.transact_write(ops).await
-    }
-    fn metrics(&self) -> TableStats {
-        self.inner.metrics()
+        let winner = self.winner.lock().unwrap().take();
+        if let Some(winner) = winner {
+            winner.await;
+        }
+        Err(TableError::Throttled)
     }
 }
 
 async fn a_send_that_loses_a_transaction_conflict_answers_the_winner(table: Arc<dyn Table>) {
     let f = fixture(table.clone());
-    let conflicting = Arc::new(Conflicting {
+    let conflicting = Arc::new(Gated {
         inner: table,
-        conflicts: AtomicU32::new(0),
-        winner: Default::default(),
+        gate: Conflicts::default(),
     });
     let other = NotifyService::new(conflicting.clone(), f.clock.clone(), f.queues.clone(), None);
     let settings: Settings =
@@ -523,30 +497,30 @@ async fn a_send_that_loses_a_transaction_conflict_answers_the_winner(table: Arc<
     // the winner's notification, not a 503.
     let won = Arc::new(std::sync::Mutex::new(None));
     let (service, slot) = (f.service.clone(), won.clone());
-    *conflicting.winner.lock().unwrap() = Some(Box::pin(async move {
+    *conflicting.gate.winner.lock().unwrap() = Some(Box::pin(async move {
         let sent = service
             .send(request("raced", r#"["email"]"#))
             .await
             .unwrap();
         *slot.lock().unwrap() = Some(sent.notification_id);
     }));
-    conflicting.conflicts.store(1, Ordering::SeqCst);
+    conflicting.gate.left.store(1, Ordering::SeqCst);
     let lost = other.send(request("raced", r#"["email"]"#)).await.unwrap();
     assert_eq!(Some(lost.notification_id), won.lock().unwrap().clone());
     assert!(!lost.created);
 
     // With no winner, the cancelled transaction is tried again.
-    conflicting.conflicts.store(2, Ordering::SeqCst);
+    conflicting.gate.left.store(2, Ordering::SeqCst);
     let sent = other
         .send(request("retried", r#"["email"]"#))
         .await
         .unwrap();
     assert!(sent.created);
-    assert_eq!(conflicting.conflicts.load(Ordering::SeqCst), 0);
+    assert_eq!(conflicting.gate.left.load(Ordering::SeqCst), 0);
     assert_eq!(take(&f, DeliveryQueue::Email).await.len(), 2);
 
     // A store that keeps refusing is still an error in the end.
-    conflicting.conflicts.store(10, Ordering::SeqCst);
+    conflicting.gate.left.store(10, Ordering::SeqCst);
     assert!(
         other
             .send(request("refused", r#"["email"]"#))

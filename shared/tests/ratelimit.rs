@@ -2,6 +2,8 @@
 //! exact limits under concurrency and across instances, and what happens
 //! when the store fails (fallback, fail closed, circuit breaker).
 
+#[path = "common/gated.rs"]
+mod gated;
 #[allow(dead_code)]
 #[path = "contract/support.rs"]
 mod support;
@@ -11,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use gated::{Call, Gate, Gated};
 use hanul_shared::ports::table::{
     Condition, Consistency, Item, Key, Page, Query, TableError, TableStats, TxOp, Update,
 };
@@ -355,65 +358,32 @@ async fn a_shadow_rule_never_blocks_even_when_it_would_fail_closed() {
 }
 
 /// A store that works until it is switched off, then fails and counts.
-struct Switchable {
-    inner: Arc<dyn Table>,
+#[derive(Default)]
+struct Switch {
     down: std::sync::atomic::AtomicBool,
     failing: Failing,
 }
 
-impl Switchable {
-    fn table(&self) -> Result<&Arc<dyn Table>, TableError> {
+#[async_trait]
+impl Gate for Switch {
+    async fn admit(&self, _: Call) -> Result<(), TableError> {
         if self.down.load(Ordering::Relaxed) {
             self.failing.fail()
         } else {
-            Ok(&self.inner)
+            Ok(())
         }
-    }
-}
-
-#[async_trait]
-impl Table for Switchable {
-    fn name(&self) -> &str {
-        "switchable"
-    }
-    async fn get(&self, k: &Key, c: Consistency) -> Result<Option<Item>, TableError> {
-        self.table()?.get(k, c).await
-    }
-    async fn put(&self, i: Item, c: Option<Condition>) -> Result<(), TableError> {
-        self.table()?.put(i, c).await
-    }
-    async fn update(&self, k: &Key, u: Update, c: Option<Condition>) -> Result<Item, TableError> {
-        self.table()?.update(k, u, c).await
-    }
-    async fn delete(&self, k: &Key, c: Option<Condition>) -> Result<Option<Item>, TableError> {
-        self.table()?.delete(k, c).await
-    }
-    async fn query(&self, q: Query) -> Result<Page, TableError> {
-        self.table()?.query(q).await
-    }
-    async fn batch_get(&self, k: &[Key]) -> Result<Vec<Item>, TableError> {
-        self.table()?.batch_get(k).await
-    }
-    async fn batch_put(&self, i: Vec<Item>) -> Result<(), TableError> {
-        self.table()?.batch_put(i).await
-    }
-    async fn transact_write(&self, o: Vec<TxOp>) -> Result<(), TableError> {
-        self.table()?.transact_write(o).await
-    }
-    fn metrics(&self) -> TableStats {
-        self.inner.metrics()
     }
 }
 
 #[tokio::test]
 async fn refusals_from_the_local_copy_do_not_hold_the_breaker_closed() {
     let (inner, _guard) = support::embedded_table().await;
-    let switch = Arc::new(Switchable {
+    let switched = Arc::new(Gated {
         inner,
-        down: Default::default(),
-        failing: Failing::default(),
+        gate: Switch::default(),
     });
-    let table: Arc<dyn Table> = switch.clone();
+    let switch = &switched.gate;
+    let table: Arc<dyn Table> = switched.clone();
     let l = limiter(&table, Arc::new(SystemClock));
     // A limited caller, refused from the instance's own copy from now on.
     for _ in 0..5 {

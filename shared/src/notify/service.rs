@@ -509,12 +509,8 @@ impl NotifyService {
                 Ok(()) => break,
                 Err(TableError::TransactionCanceled { failed }) if failed.contains(&0) => {
                     // Another send of this event id won the race.
-                    Metrics::new()
-                        .dimension("Subsystem", "notify")
-                        .count("NotificationsDeduplicated", 1)
-                        .emit();
                     return self
-                        .already_sent(&event_key)
+                        .race_winner(&event_key)
                         .await?
                         .ok_or_else(|| NotifyError::Store("the event id vanished".into()));
                 }
@@ -525,11 +521,7 @@ impl NotifyService {
                     attempt += 1;
                     let wait = 10u64 << attempt;
                     tokio::time::sleep(Duration::from_millis(wait + fastrand::u64(0..wait))).await;
-                    if let Some(sent) = self.already_sent(&event_key).await? {
-                        Metrics::new()
-                            .dimension("Subsystem", "notify")
-                            .count("NotificationsDeduplicated", 1)
-                            .emit();
+                    if let Some(sent) = self.race_winner(&event_key).await? {
                         return Ok(sent);
                     }
                 }
@@ -564,6 +556,19 @@ impl NotifyService {
             status: status.into(),
             created: true,
         })
+    }
+
+    /// The notification of a send that won the race for this event id, if
+    /// one did (counted as a deduplication).
+    async fn race_winner(&self, event_key: &Key) -> Result<Option<Sent>, NotifyError> {
+        let winner = self.already_sent(event_key).await?;
+        if winner.is_some() {
+            Metrics::new()
+                .dimension("Subsystem", "notify")
+                .count("NotificationsDeduplicated", 1)
+                .emit();
+        }
+        Ok(winner)
     }
 
     async fn already_sent(&self, event_key: &Key) -> Result<Option<Sent>, NotifyError> {
