@@ -1,5 +1,5 @@
 # hanul: `make run` starts the whole system locally; `make test` checks it all.
-.PHONY: run test bench load venv clean
+.PHONY: run test bench load coldstart venv clean
 
 run:
 	cargo run --release -p hanul-local
@@ -12,6 +12,9 @@ bench:
 
 load:
 	infra/scripts/load.sh
+
+coldstart:
+	infra/scripts/coldstart.sh
 
 venv:
 	infra/scripts/venv.sh

@@ -32,7 +32,7 @@ macro_rules! user_function {
             routes: &[$route],
             build: |platform| {
                 Box::pin(async move {
-                    let service = platform.notify().await?;
+                    let service = platform.notify_records().await?;
                     Ok(Router::new()
                         .route($path, $method($handler))
                         .with_state(service))
@@ -106,7 +106,7 @@ pub const NOTIFICATIONS_STATUS: Function = Function {
     build: |platform| {
         Box::pin(async move {
             let state = ServiceState {
-                service: platform.notify().await?,
+                service: platform.notify_records().await?,
                 keys: Arc::new(platform.service_keys()?),
             };
             Ok(Router::new()

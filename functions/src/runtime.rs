@@ -43,14 +43,113 @@ pub async fn lambda_router(
     })
 }
 
-pub async fn run_http(name: &str) -> Result<(), lambda_http::Error> {
-    http::init_tracing();
-    let function = crate::routes::find(name).ok_or_else(|| format!("no function named {name}"))?;
-    let body_limit = http::body_limit_from_env()?;
+/// Which function this instance runs: `HANUL_FUNCTION` if set, else
+/// `_HANDLER`, which Lambda sets to the function's `Handler` in template.yaml.
+pub fn function_name() -> Result<String, ConfigError> {
+    ["HANUL_FUNCTION", "_HANDLER"]
+        .iter()
+        .find_map(|var| std::env::var(var).ok().filter(|v| !v.trim().is_empty()))
+        .ok_or_else(|| {
+            ConfigError(
+                "_HANDLER is not set: the function's Handler in template.yaml names the hanul function to run (or set HANUL_FUNCTION)".into(),
+            )
+        })
+}
+
+/// What a function serves once its cold start is done.
+enum Started {
+    Http(axum::Router),
+    Worker(crate::routes::SqsHandler),
+    Periodic(crate::routes::Tick),
+}
+
+/// The cold start: settings read, clients and services built. No request
+/// is served before this returns.
+async fn start(name: &str) -> Result<(Started, Arc<Platform>), ConfigError> {
     let platform = Arc::new(Platform::aws_from_env().await);
-    let router = lambda_router(function, platform.clone()).await?;
+    let started = if let Some(function) = crate::routes::find(name) {
+        let body_limit = http::body_limit_from_env().map_err(|e| ConfigError(e.to_string()))?;
+        let router = lambda_router(function, platform.clone()).await?;
+        Started::Http(http::api(router, body_limit))
+    } else if let Some(worker) = crate::routes::find_worker(name) {
+        Started::Worker((worker.build)(platform.clone()).await?)
+    } else if let Some(periodic) = crate::routes::find_periodic(name) {
+        Started::Periodic((periodic.build)(platform.clone()).await?)
+    } else {
+        return Err(ConfigError(format!(
+            "no hanul function is named {name:?} (the Handler in template.yaml)"
+        )));
+    };
+    Ok((started, platform))
+}
+
+/// Runs the function named by the environment on Lambda: an HTTP function
+/// behind API Gateway, a queue worker fed by an SQS event source mapping, or
+/// a periodic function fed by an EventBridge schedule. A cold start that
+/// fails is reported to the Runtime API's `/init/error`, as Lambda expects,
+/// so the reason shows as the function's init error.
+pub async fn run() -> Result<(), lambda_runtime::Error> {
+    http::init_tracing();
+    let started = match function_name() {
+        Ok(name) => start(&name).await,
+        Err(e) => Err(e),
+    };
+    let (started, platform) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            tracing::error!(error = %e, "cold start failed");
+            report_init_error(&e).await;
+            return Err(e.into());
+        }
+    };
     shut_down_on_sigterm(platform).await;
-    lambda_http::run(http::api(router, body_limit)).await
+    match started {
+        Started::Http(router) => lambda_http::run(router).await,
+        Started::Worker(handler) => {
+            lambda_runtime::run(lambda_runtime::service_fn(move |event| handler(event))).await
+        }
+        Started::Periodic(tick) => {
+            lambda_runtime::run(lambda_runtime::service_fn(
+                move |_: lambda_runtime::LambdaEvent<serde_json::Value>| {
+                    let tick = tick.clone();
+                    async move { tick().await }
+                },
+            ))
+            .await
+        }
+    }
+}
+
+/// `POST /2018-06-01/runtime/init/error`: Lambda records the message as the
+/// init error and ends the instance.
+async fn report_init_error(error: &ConfigError) {
+    let body = serde_json::json!({
+        "errorType": "Runtime.ConfigError",
+        "errorMessage": error.to_string(),
+        "stackTrace": [],
+    });
+    let request = lambda_runtime_api_client::build_request()
+        .method(axum::http::Method::POST)
+        .uri("/2018-06-01/runtime/init/error")
+        .header("lambda-runtime-function-error-type", "Runtime.ConfigError")
+        .header("content-type", "application/json")
+        .body(lambda_runtime_api_client::body::Body::from(
+            body.to_string(),
+        ));
+    let sent = match request {
+        Ok(request) => lambda_runtime_api_client::Client::builder()
+            .build()
+            .map_err(|e| e.to_string())
+            .map(|client| client.call(request)),
+        Err(e) => Err(e.to_string()),
+    };
+    let outcome = match sent {
+        Ok(call) => call.await.map(|_| ()).map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = outcome {
+        tracing::warn!(error = %e, "could not report the init error to the Runtime API");
+    }
 }
 
 /// Lambda sends SIGTERM (and waits 500 ms) before it reclaims an instance
@@ -96,32 +195,4 @@ async fn shut_down_on_sigterm(platform: Arc<Platform>) {
             std::process::exit(0);
         }
     });
-}
-
-/// Runs one queue worker on Lambda, fed by an SQS event source mapping.
-pub async fn run_worker(name: &str) -> Result<(), lambda_runtime::Error> {
-    http::init_tracing();
-    let worker =
-        crate::routes::find_worker(name).ok_or_else(|| format!("no worker named {name}"))?;
-    let platform = Arc::new(Platform::aws_from_env().await);
-    let handler = (worker.build)(platform.clone()).await?;
-    shut_down_on_sigterm(platform).await;
-    lambda_runtime::run(lambda_runtime::service_fn(move |event| handler(event))).await
-}
-
-/// Runs one periodic function on Lambda, fed by an EventBridge schedule.
-pub async fn run_periodic(name: &str) -> Result<(), lambda_runtime::Error> {
-    http::init_tracing();
-    let periodic = crate::routes::find_periodic(name)
-        .ok_or_else(|| format!("no periodic function named {name}"))?;
-    let platform = Arc::new(Platform::aws_from_env().await);
-    let tick = (periodic.build)(platform.clone()).await?;
-    shut_down_on_sigterm(platform).await;
-    lambda_runtime::run(lambda_runtime::service_fn(
-        move |_: lambda_runtime::LambdaEvent<serde_json::Value>| {
-            let tick = tick.clone();
-            async move { tick().await }
-        },
-    ))
-    .await
 }

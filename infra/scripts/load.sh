@@ -25,7 +25,7 @@ if ! command -v wrk >/dev/null; then
 fi
 
 cargo build --release -q -p hanul-local --bin hanul-local --example hello
-BIN=${CARGO_TARGET_DIR:-target}/release
+BIN=$(infra/scripts/target-dir.sh)/release
 
 DATA=$(mktemp -d)
 PIDS=()

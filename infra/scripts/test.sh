@@ -39,5 +39,7 @@ step "tests: unit, property, contract (embedded + moto), poller, end-to-end (bot
 # functions' own tests, their binaries too, with the same features. A separate
 # `cargo build --bins` would compile the AWS SDK a second time, because the
 # dev-dependencies change the features of crates deep under it.
-export HANUL_LOCAL_BIN=$PWD/target/debug/hanul-local
+# Wherever cargo builds (CARGO_TARGET_DIR, a cargo config, or target/).
+target_dir=$(infra/scripts/target-dir.sh)
+export HANUL_LOCAL_BIN=$target_dir/debug/hanul-local
 cargo nextest run --workspace --locked --no-fail-fast

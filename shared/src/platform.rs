@@ -459,6 +459,22 @@ impl Platform {
             .cloned()
     }
 
+    /// The notification service for functions that never queue a delivery
+    /// (devices, settings, status): the table alone, so they need none of the
+    /// delivery queues' settings or permissions.
+    pub async fn notify_records(&self) -> Result<Arc<NotifyService>, ConfigError> {
+        if let Some(service) = self.notify.get() {
+            return Ok(service.clone());
+        }
+        let table = self.table(TableName::Notify).await?;
+        Ok(Arc::new(NotifyService::new(
+            table,
+            self.clock.clone(),
+            std::collections::HashMap::new(),
+            None,
+        )))
+    }
+
     /// The providers: SNS and SES on AWS (push needs
     /// `NOTIFY_APNS_APPLICATION_ARN` and `NOTIFY_FCM_APPLICATION_ARN`, email
     /// `NOTIFY_EMAIL_FROM`; created on moto when bootstrapping), the outbox

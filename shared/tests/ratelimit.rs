@@ -471,3 +471,159 @@ async fn a_slow_store_times_out_and_the_rule_decides() {
         "waited for the slow store"
     );
 }
+
+const PER_IP: &str = r#"
+rules:
+  - name: one-per-ip
+    match: { method: GET, route: /api/v1/ids }
+    key: ip
+    algorithm: fixed_window
+    limit: 1
+    unit: hour
+"#;
+const SECRET: &str = "cdn-origin-secret-0123456789abcdef";
+/// A CloudFront edge: the request's own address behind the CDN.
+const EDGE: &str = "130.176.0.1";
+
+/// One function behind the rate-limit layer, as both hosts build it.
+async fn behind_the_layer(secret: Option<&str>) -> (axum::Router, support::Guard) {
+    use hanul_shared::http::ratelimit::{OriginSecret, rate_limit};
+    let (table, guard) = support::embedded_table().await;
+    let limiter = Arc::new(RateLimiter::new(
+        RuleSet::parse(PER_IP).unwrap(),
+        table,
+        Arc::new(SystemClock),
+        LimiterConfig {
+            cdn_origin_secret: secret.map(|s| OriginSecret::parse(s).unwrap()),
+            ..LimiterConfig::default()
+        },
+    ));
+    let app = axum::Router::new()
+        .route("/api/v1/ids", axum::routing::get(|| async { "ok" }))
+        .layer(axum::middleware::from_fn_with_state(limiter, rate_limit));
+    (app, guard)
+}
+
+/// A request as the local host serves it (the socket peer is the edge).
+fn local_request(headers: &[(&str, &str)]) -> axum::extract::Request {
+    let mut request = http::Request::builder().uri("/api/v1/ids");
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let mut request = request.body(axum::body::Body::empty()).unwrap();
+    let peer: std::net::SocketAddr = format!("{EDGE}:50123").parse().unwrap();
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    request
+}
+
+/// A request as Lambda delivers it (API Gateway's `sourceIp` is the edge).
+fn lambda_request(headers: &[(&str, &str)]) -> axum::extract::Request {
+    let headers: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::json!(v)))
+        .collect();
+    let event = serde_json::json!({
+        "version": "2.0",
+        "routeKey": "GET /api/v1/ids",
+        "rawPath": "/api/v1/ids",
+        "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "abc123",
+            "http": {"method": "GET", "path": "/api/v1/ids", "protocol": "HTTP/1.1", "sourceIp": EDGE},
+            "requestId": "r1",
+            "routeKey": "GET /api/v1/ids",
+            "stage": "$default",
+            "timeEpoch": 1795600800000u64
+        },
+        "isBase64Encoded": false
+    });
+    lambda_http::request::from_str(&event.to_string())
+        .unwrap()
+        .map(|_| axum::body::Body::empty())
+}
+
+/// A request's builder, by host.
+type BuildRequest = fn(&[(&str, &str)]) -> axum::extract::Request;
+const HOSTS: [(&str, BuildRequest); 2] = [("local", local_request), ("lambda", lambda_request)];
+
+async fn status(app: &axum::Router, request: axum::extract::Request) -> u16 {
+    use tower::ServiceExt;
+    app.clone()
+        .oneshot(request)
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn behind_the_cdn_each_viewer_has_its_own_quota_on_both_hosts() {
+    for (path, request) in HOSTS {
+        let (app, _guard) = behind_the_layer(Some(SECRET)).await;
+        let via_cdn = |viewer: &'static str| {
+            request(&[
+                ("x-origin-verify", SECRET),
+                ("cloudfront-viewer-address", viewer),
+            ])
+        };
+        // Two viewers of one edge: one request each.
+        assert_eq!(
+            status(&app, via_cdn("198.51.100.10:40001")).await,
+            200,
+            "{path}"
+        );
+        assert_eq!(
+            status(&app, via_cdn("2001:db8::1:443")).await,
+            200,
+            "{path}"
+        );
+        assert_eq!(
+            status(&app, via_cdn("198.51.100.10:40002")).await,
+            429,
+            "{path}"
+        );
+        assert_eq!(
+            status(&app, via_cdn("2001:db8::1:8443")).await,
+            429,
+            "{path}"
+        );
+        // Forged viewer addresses (no secret, a wrong one, or an unusable
+        // address) all count as the edge itself: one request in all.
+        let forged = [
+            request(&[("cloudfront-viewer-address", "192.0.2.1:1")]),
+            request(&[
+                ("x-origin-verify", "cdn-origin-secret-0123456789abcdeF"),
+                ("cloudfront-viewer-address", "192.0.2.2:1"),
+            ]),
+            request(&[
+                ("x-origin-verify", SECRET),
+                ("cloudfront-viewer-address", "192.0.2.3"),
+            ]),
+        ];
+        let mut codes = Vec::new();
+        for r in forged {
+            codes.push(status(&app, r).await);
+        }
+        assert_eq!(codes, [200, 429, 429], "{path}");
+    }
+}
+
+#[tokio::test]
+async fn without_a_secret_the_viewer_header_is_ignored_on_both_hosts() {
+    for (path, request) in HOSTS {
+        let (app, _guard) = behind_the_layer(None).await;
+        let mut codes = Vec::new();
+        for viewer in ["198.51.100.10:1", "198.51.100.11:1"] {
+            let r = request(&[
+                ("x-origin-verify", SECRET),
+                ("cloudfront-viewer-address", viewer),
+            ]);
+            codes.push(status(&app, r).await);
+        }
+        assert_eq!(codes, [200, 429], "{path}");
+    }
+}

@@ -342,7 +342,54 @@ async fn a_retaken_alias_starts_with_fresh_stats(table: Arc<dyn Table>) {
     assert!(queued[0].body.contains("/api/v1/launch"));
 }
 
+/// Hosts that DNS cannot hold are refused by create and by an edit, before
+/// the table is asked anything; names at the limits pass.
+async fn urls_whose_host_cannot_exist_are_refused(table: Arc<dyn Table>) {
+    let s = service(&table);
+    let queue_dir = tempfile::tempdir().unwrap();
+    let store = hanul_shared::embedded::EmbeddedStore::open(queue_dir.path()).unwrap();
+    let purges =
+        hanul_shared::embedded::EmbeddedQueue::new(store, hanul_shared::cdn::invalidation_queue());
+    let mine = s
+        .create(link("https://example.com/mine"), Some("nina"))
+        .await
+        .unwrap()
+        .link;
+    let a63 = "a".repeat(63);
+    let bad = [
+        format!("https://{}.example/", "a".repeat(64)),
+        format!("https://{a63}.{a63}.{a63}.{}.x/", "a".repeat(61)),
+        "https://a..b.example/".to_owned(),
+        "https://.a.example/".to_owned(),
+        format!("https://{}.de/", "ü".repeat(60)),
+    ];
+    for url in &bad {
+        let before = table.metrics();
+        let e = s.create(link(url), Some("nina")).await.unwrap_err();
+        assert!(matches!(e, ShortenerError::InvalidUrl(_)), "{url}: {e:?}");
+        let patch = PatchLink {
+            long_url: Some(url.clone()),
+            ..PatchLink::default()
+        };
+        let e = s
+            .update(mine.code.as_str(), "nina", patch, &purges)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ShortenerError::InvalidUrl(_)), "{url}: {e:?}");
+        assert_eq!(delta(before, table.metrics()), NOTHING, "{url}");
+    }
+    for url in [
+        format!("https://{a63}.example/"),
+        format!("https://{a63}.{a63}.{a63}.{}./", "a".repeat(61)),
+        "https://[2001:db8::1]/".to_owned(),
+    ] {
+        let created = s.create(link(&url), None).await;
+        assert!(created.is_ok(), "{url}: {created:?}");
+    }
+}
+
 on_both_tables!(
+    urls_whose_host_cannot_exist_are_refused,
     an_instance_that_cached_a_cap_obeys_an_edit_of_it,
     each_operation_costs_what_it_should,
     max_visits_admits_exactly_n_under_concurrency,

@@ -151,6 +151,7 @@ async fn bad_input_is_refused_and_writes_nothing(backend: Backend) {
     let host = LocalHost::start(backend);
     let long = format!("https://example.com/{}", "a".repeat(2100));
     let own = host.url("/abc");
+    let label_too_long = format!("https://{}.example/", "a".repeat(64));
     let cases = [
         (json!({"longUrl": "ftp://example.com/x"}), "invalid_url"),
         (json!({"longUrl": "javascript:alert(1)"}), "invalid_url"),
@@ -162,6 +163,8 @@ async fn bad_input_is_refused_and_writes_nothing(backend: Backend) {
         (json!({"longUrl": long}), "invalid_url"),
         (json!({"longUrl": own}), "invalid_url"),
         (json!({"longUrl": ""}), "invalid_url"),
+        (json!({"longUrl": "https://a..b.example/"}), "invalid_url"),
+        (json!({"longUrl": label_too_long}), "invalid_url"),
         (
             json!({"longUrl": "https://example.com/", "expiresAt": "2001-01-01T00:00:00Z"}),
             "invalid_expires_at",

@@ -13,15 +13,19 @@ pub enum Backend {
     Aws,
 }
 
-/// The `hanul-local` binary: `HANUL_LOCAL_BIN`, or the workspace's debug build.
+/// The `hanul-local` binary: `HANUL_LOCAL_BIN`, or the one cargo built
+/// beside this test (`<target>/<profile>/deps/e2e-<hash>` →
+/// `<target>/<profile>/hanul-local`), wherever the target directory is.
 pub fn binary() -> PathBuf {
     if let Ok(path) = std::env::var("HANUL_LOCAL_BIN") {
         return PathBuf::from(path);
     }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join("debug/hanul-local");
+    let beside_test = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("hanul-local")));
+    let path = beside_test.unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/hanul-local")
+    });
     assert!(
         path.exists(),
         "{} is missing: build it first (`cargo build -p hanul-local`) or set HANUL_LOCAL_BIN",

@@ -383,7 +383,7 @@ def test_every_function_is_a_rust_arm64_lambda(cfn, functions):
         props = fn["Properties"]
         assert props["Runtime"] == "provided.al2023", fn_id
         assert props["Architectures"] == ["arm64"], fn_id
-        assert props["Handler"] == "bootstrap", fn_id
+        assert isinstance(props["Handler"], str) and props["Handler"] != "bootstrap", fn_id
         assert props["TracingConfig"] == {"Mode": "Active"}, fn_id
         assert props["LoggingConfig"]["LogFormat"] == "JSON", fn_id
         assert props["Environment"]["Variables"]["RUST_LOG"] == "info", fn_id
@@ -391,18 +391,22 @@ def test_every_function_is_a_rust_arm64_lambda(cfn, functions):
 
 
 def test_every_function_is_built_by_cargo_lambda(functions):
-    binaries = {}
+    # One binary for every function, so `sam build` builds it once: SAM groups
+    # functions whose build definition (runtime, CodeUri, Metadata,
+    # architecture) is the same. The Handler names the function it runs.
+    handlers = {}
     for fn_id, fn in functions.items():
         metadata = fn.get("Metadata") or {}
         assert metadata.get("BuildMethod") == "rust-cargolambda", fn_id
-        binary = (metadata.get("BuildProperties") or {}).get("Binary")
-        assert isinstance(binary, str) and binary, fn_id
-        assert fn["Properties"]["CodeUri"] in ("./functions", "functions", "functions/"), fn_id
-        assert binary not in binaries, f"{fn_id} and {binaries.get(binary)} share binary {binary}"
-        binaries[binary] = fn_id
+        assert metadata.get("BuildProperties") == {"Binary": "hanul-lambda"}, fn_id
+        assert fn["Properties"]["CodeUri"] == "./functions", fn_id
+        assert "Runtime" not in fn["Properties"] and "Architectures" not in fn["Properties"], fn_id
+        handler = fn["Properties"].get("Handler")
+        assert isinstance(handler, str) and handler, fn_id
+        assert handler not in handlers, f"{fn_id} and {handlers.get(handler)} share handler {handler}"
+        handlers[handler] = fn_id
     if FUNCTIONS_BIN_DIR.is_dir():
-        missing = sorted(b for b in binaries if not (FUNCTIONS_BIN_DIR / f"{b}.rs").is_file())
-        assert not missing, f"no functions/src/bin/<bin>.rs for {missing}"
+        assert (FUNCTIONS_BIN_DIR / "hanul-lambda.rs").is_file()
 
 
 def test_every_http_event_became_a_route_to_its_function(src, cfn):
@@ -657,6 +661,39 @@ def test_cloudfront_fronts_the_api_and_honours_its_cache_control(cfn):
         # Redirects are one object per code (an invalidation of the path
         # removes it); QR codes one per format.
         assert ttl["ParametersInCacheKeyAndForwardedToOrigin"]["QueryStringsConfig"] == queries
+
+
+def test_cloudfront_proves_itself_and_forwards_the_viewer_address(cfn):
+    # `ip` rate-limit rules count a request through CloudFront by its
+    # CloudFront-Viewer-Address, which the functions trust only beside an
+    # x-origin-verify header carrying the secret that CloudFront adds.
+    (dist,) = _resources_of(cfn, "AWS::CloudFront::Distribution").values()
+    config = dist["Properties"]["DistributionConfig"]
+    (origin,) = config["Origins"]
+    assert origin["OriginCustomHeaders"] == [
+        {"HeaderName": "x-origin-verify", "HeaderValue": {"Ref": "CdnOriginSecret"}}
+    ]
+    (policy_id,) = _resources_of(cfn, "AWS::CloudFront::OriginRequestPolicy")
+    for behavior in [config["DefaultCacheBehavior"], *config["CacheBehaviors"]]:
+        assert behavior["OriginRequestPolicyId"] == {"Ref": policy_id}, behavior.get("PathPattern")
+    policy = cfn["Resources"][policy_id]["Properties"]["OriginRequestPolicyConfig"]
+    headers = policy["HeadersConfig"]
+    assert headers["HeaderBehavior"] == "whitelist"
+    forwarded = {h.lower() for h in headers["Headers"]}
+    # The viewer's address; Referer and User-Agent for click analytics; never
+    # the Host (API Gateway answers only to its own) nor the secret's header.
+    assert {"cloudfront-viewer-address", "referer", "user-agent"} <= forwarded
+    assert not forwarded & {"host", "x-origin-verify"}
+    assert policy["QueryStringsConfig"] == {"QueryStringBehavior": "all"}
+
+    param = cfn["Parameters"]["CdnOriginSecret"]
+    assert param["NoEcho"] is True
+    assert param["MinLength"] >= 32
+    assert "Default" not in param
+    # Every function gets it (every HTTP function has the rate-limit layer).
+    for fn_id, fn in _resources_of(cfn, "AWS::Lambda::Function").items():
+        variables = fn["Properties"]["Environment"]["Variables"]
+        assert variables["CDN_ORIGIN_SECRET"] == {"Ref": "CdnOriginSecret"}, fn_id
 
 
 def test_notify_queues_have_depth_and_age_alarms(cfn):

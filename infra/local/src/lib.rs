@@ -1,6 +1,7 @@
 //! The local host: hanul's functions, gateway and queue workers in one process.
 
 pub mod faults;
+pub mod lambda;
 pub mod outbox;
 pub mod poller;
 pub mod server;

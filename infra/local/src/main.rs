@@ -9,6 +9,15 @@ use hanul_local::server::{Args, Command, redrive, serve};
 async fn main() -> std::process::ExitCode {
     hanul_shared::http::init_tracing();
     let args = Args::parse();
+    if let Some(Command::Lambda(command)) = &args.command {
+        return match hanul_local::lambda::cli::run(command.clone()).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("hanul-local lambda: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::Redrive { queue, max }) = &args.command {
         return match redrive(&args, queue, *max).await {
             Ok(moved) => {

@@ -73,6 +73,9 @@ pub enum Command {
         #[arg(long, default_value_t = 10_000)]
         max: usize,
     },
+    /// Runs the Lambda artifact as Lambda does, without Docker.
+    #[command(subcommand)]
+    Lambda(crate::lambda::cli::LambdaCommand),
 }
 
 #[derive(Debug, thiserror::Error)]

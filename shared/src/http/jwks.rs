@@ -26,7 +26,9 @@ const REFRESH_FLOOR: Duration = Duration::from_secs(60);
 pub struct JwksVerifier {
     issuer: String,
     audience: String,
-    client: reqwest::Client,
+    /// Built on the first token: its TLS set-up loads the trust store, which
+    /// a cold start should not pay for when no token arrives.
+    client: std::sync::OnceLock<reqwest::Client>,
     keys: RwLock<Option<(Instant, Arc<JwkSet>)>>,
 }
 
@@ -49,22 +51,29 @@ impl JwksVerifier {
         if audience.trim().is_empty() {
             return Err("JWT_AUDIENCE is empty".into());
         }
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(3))
-            .build()
-            .map_err(|e| format!("cannot build the JWKS client: {e}"))?;
         Ok(Self {
             issuer,
             audience: audience.trim().to_owned(),
-            client,
+            client: std::sync::OnceLock::new(),
             keys: RwLock::new(None),
         })
     }
 
     async fn fetch(&self) -> Result<Arc<JwkSet>, TokenError> {
         let url = format!("{}/.well-known/jwks.json", self.issuer);
-        let set: JwkSet = self
-            .client
+        let client = match self.client.get() {
+            Some(client) => client,
+            None => {
+                let built = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(3))
+                    .build()
+                    .map_err(|e| {
+                        TokenError::Unavailable(format!("cannot build the JWKS client: {e}"))
+                    })?;
+                self.client.get_or_init(|| built)
+            }
+        };
+        let set: JwkSet = client
             .get(&url)
             .send()
             .await

@@ -5,7 +5,7 @@
 //! `X-Ratelimit-*`, `RateLimit-Policy` and `RateLimit`; admitted responses
 //! carry the limit and remaining fields too.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Json;
@@ -15,6 +15,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use lambda_http::request::RequestContext;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use super::ApiError;
 use super::auth::Caller;
@@ -27,23 +28,128 @@ const X_RETRY_AFTER: HeaderName = HeaderName::from_static("x-ratelimit-retry-aft
 const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
-/// The caller as the rules see it: the client address (API Gateway's
-/// `sourceIp`, else the socket peer; never a forwarded header a client can
-/// write), the verified user, the API key.
-pub fn identity(request: &Request) -> Identity {
+/// The header CloudFront adds, when the origin request policy asks for it,
+/// with the viewer's address and source port.
+pub const VIEWER_ADDRESS: HeaderName = HeaderName::from_static("cloudfront-viewer-address");
+/// The origin custom header CloudFront adds to every origin request, whose
+/// value is the secret only the distribution and the functions know.
+pub const ORIGIN_VERIFY: HeaderName = HeaderName::from_static("x-origin-verify");
+/// The setting that carries that secret (template.yaml: `CdnOriginSecret`).
+pub const CDN_ORIGIN_SECRET_VAR: &str = "CDN_ORIGIN_SECRET";
+pub const MIN_ORIGIN_SECRET_LEN: usize = 32;
+
+/// The secret by which a request proves it came through the CDN. Only its
+/// digest is kept, and compared in constant time.
+#[derive(Clone)]
+pub struct OriginSecret([u8; 32]);
+
+impl std::fmt::Debug for OriginSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OriginSecret(..)")
+    }
+}
+
+impl OriginSecret {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.len() < MIN_ORIGIN_SECRET_LEN || !raw.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "{CDN_ORIGIN_SECRET_VAR} must be at least {MIN_ORIGIN_SECRET_LEN} visible \
+                 characters (the value CloudFront sends in {ORIGIN_VERIFY})"
+            ));
+        }
+        Ok(Self(Sha256::digest(raw.as_bytes()).into()))
+    }
+
+    /// Whether the request carries one `x-origin-verify`, holding the secret.
+    pub fn verifies(&self, headers: &HeaderMap) -> bool {
+        let Some(value) = only(headers, &ORIGIN_VERIFY) else {
+            return false;
+        };
+        let candidate: [u8; 32] = Sha256::digest(value.as_bytes()).into();
+        let diff = self
+            .0
+            .iter()
+            .zip(candidate.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        diff == 0
+    }
+}
+
+/// A header that appears exactly once (a repeated one proves nothing).
+fn only<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => Some(value),
+        _ => None,
+    }
+}
+
+/// The address in a `CloudFront-Viewer-Address` value: `198.51.100.10:46532`,
+/// or for IPv6 `2001:db8::1:443` (the port is what follows the last colon;
+/// `[2001:db8::1]:443` is read too). Anything else is refused.
+pub fn parse_viewer_address(value: &str) -> Option<IpAddr> {
+    let value = value.trim();
+    if value.len() > 64 {
+        return None;
+    }
+    let (host, port) = value.rsplit_once(':')?;
+    let port_ok = (1..=5).contains(&port.len())
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok();
+    if !port_ok {
+        return None;
+    }
+    let ip = match host.strip_prefix('[') {
+        Some(inner) => IpAddr::V6(inner.strip_suffix(']')?.parse().ok()?),
+        None => host.parse().ok()?,
+    };
+    // An IPv4-mapped IPv6 address is the IPv4 client it maps.
+    Some(ip.to_canonical())
+}
+
+/// The request's own client address: API Gateway's `sourceIp` on Lambda,
+/// the socket peer in the local host.
+fn own_ip<B>(request: &http::Request<B>) -> Option<String> {
     #[allow(irrefutable_let_patterns, unreachable_patterns)]
     let gateway_ip = match request.extensions().get::<RequestContext>() {
         Some(RequestContext::ApiGatewayV2(ctx)) => ctx.http.source_ip.clone(),
         _ => None,
     };
-    let ip = gateway_ip.or_else(|| {
+    gateway_ip.or_else(|| {
         request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip().to_string())
-    });
+    })
+}
+
+/// The client address `ip` rules count by. Behind CloudFront the request's
+/// own address is an edge's, shared by everyone it serves, so the viewer's
+/// address in `CloudFront-Viewer-Address` is used instead, but only when the
+/// request carries `x-origin-verify` with the configured secret: a client
+/// can write any header, only the distribution knows the secret. With no
+/// secret configured, without the header or with a wrong one, or with a
+/// viewer address that does not parse, it is the request's own address.
+pub fn client_ip<B>(request: &http::Request<B>, cdn: Option<&OriginSecret>) -> Option<String> {
+    let headers = request.headers();
+    if cdn.is_some_and(|s| s.verifies(headers)) {
+        let viewer = only(headers, &VIEWER_ADDRESS)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_viewer_address);
+        match viewer {
+            Some(ip) => return Some(ip.to_string()),
+            None => tracing::debug!("a request through the CDN without a usable {VIEWER_ADDRESS}"),
+        }
+    }
+    own_ip(request)
+}
+
+/// The caller as the rules see it: the client address (see [`client_ip`];
+/// never a forwarded header a client can write), the verified user, the
+/// API key.
+pub fn identity(request: &Request, cdn: Option<&OriginSecret>) -> Identity {
     Identity {
-        ip,
+        ip: client_ip(request, cdn),
         user: Caller::from_extensions(request.extensions()).map(|c| c.user_id),
         api_key: request
             .headers()
@@ -165,7 +271,7 @@ pub async fn rate_limit(
     }
     let method = request.method().clone();
     let route = route.map(str::to_owned);
-    let identity = identity(&request);
+    let identity = identity(&request, limiter.config().cdn_origin_secret.as_ref());
     let verdict = limiter
         .check_request(&method, route.as_deref(), &identity)
         .await;
@@ -182,4 +288,256 @@ pub async fn rate_limit(
     let mut response = next.run(request).await;
     add_allowed_headers(response.headers_mut(), &verdict);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ratelimit::LimiterConfig;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef-edge";
+    /// A CloudFront edge: what `sourceIp` or the peer is behind the CDN.
+    const EDGE: &str = "130.176.0.1";
+
+    fn secret() -> OriginSecret {
+        OriginSecret::parse(SECRET).unwrap()
+    }
+
+    /// The Lambda path: an API Gateway v2 event, through lambda_http's own
+    /// conversion (headers as API Gateway delivers them).
+    fn on_lambda(headers: &[(&str, &str)]) -> http::Request<lambda_http::Body> {
+        let headers: serde_json::Map<String, serde_json::Value> = headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), json!(v)))
+            .collect();
+        let event = json!({
+            "version": "2.0",
+            "routeKey": "GET /api/v1/ids",
+            "rawPath": "/api/v1/ids",
+            "rawQueryString": "",
+            "headers": headers,
+            "requestContext": {
+                "accountId": "123456789012",
+                "apiId": "abc123",
+                "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
+                "http": {
+                    "method": "GET",
+                    "path": "/api/v1/ids",
+                    "protocol": "HTTP/1.1",
+                    "sourceIp": EDGE,
+                    "userAgent": "Amazon CloudFront"
+                },
+                "requestId": "r1",
+                "routeKey": "GET /api/v1/ids",
+                "stage": "$default",
+                "time": "25/Nov/2026:10:00:00 +0000",
+                "timeEpoch": 1795600800000u64
+            },
+            "isBase64Encoded": false
+        });
+        lambda_http::request::from_str(&event.to_string()).unwrap()
+    }
+
+    /// The local host's path: the socket peer, and the request context the
+    /// local gateway adds for a verified token (it has no `sourceIp`).
+    fn local(headers: &[(&str, &str)]) -> http::Request<()> {
+        let mut request = http::Request::builder().uri("/api/v1/ids");
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let mut request = request.body(()).unwrap();
+        let peer: SocketAddr = format!("{EDGE}:50123").parse().unwrap();
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let claims = [("sub".to_owned(), "nina".to_owned())].into();
+        request
+            .extensions_mut()
+            .insert(crate::http::auth::jwt_context(claims));
+        request
+    }
+
+    /// Every case on both paths: (headers, secret configured?, expected key).
+    fn check_both(headers: &[(&str, &str)], configured: bool, expected: &str) {
+        let secret = secret();
+        let cdn = configured.then_some(&secret);
+        assert_eq!(
+            client_ip(&on_lambda(headers), cdn).as_deref(),
+            Some(expected),
+            "lambda, {headers:?}"
+        );
+        assert_eq!(
+            client_ip(&local(headers), cdn).as_deref(),
+            Some(expected),
+            "local, {headers:?}"
+        );
+    }
+
+    #[test]
+    fn a_request_through_the_cdn_is_counted_by_its_viewer() {
+        let v4 = [
+            ("x-origin-verify", SECRET),
+            ("cloudfront-viewer-address", "198.51.100.10:46532"),
+        ];
+        check_both(&v4, true, "198.51.100.10");
+        let v6 = [
+            ("x-origin-verify", SECRET),
+            ("cloudfront-viewer-address", "2001:db8::1:443"),
+        ];
+        check_both(&v6, true, "2001:db8::1");
+        // Header names are case-insensitive on both paths.
+        let cased = [
+            ("X-Origin-Verify", SECRET),
+            ("CloudFront-Viewer-Address", "[2001:db8::7]:8443"),
+        ];
+        check_both(&cased, true, "2001:db8::7");
+    }
+
+    #[test]
+    fn a_forged_viewer_address_is_ignored() {
+        let forged = [("cloudfront-viewer-address", "198.51.100.10:46532")];
+        check_both(&forged, true, EDGE);
+        let wrong = [
+            ("x-origin-verify", "0123456789abcdef0123456789abcdef-edgE"),
+            ("cloudfront-viewer-address", "198.51.100.10:46532"),
+        ];
+        check_both(&wrong, true, EDGE);
+        let prefix = [
+            ("x-origin-verify", &SECRET[..32]),
+            ("cloudfront-viewer-address", "198.51.100.10:46532"),
+        ];
+        check_both(&prefix, true, EDGE);
+        let empty = [
+            ("x-origin-verify", ""),
+            ("cloudfront-viewer-address", "198.51.100.10:46532"),
+        ];
+        check_both(&empty, true, EDGE);
+    }
+
+    #[test]
+    fn a_bad_viewer_address_falls_back_to_the_own_address() {
+        for bad in ["garbage", "198.51.100.10", "198.51.100.10:99999", ""] {
+            let headers = [
+                ("x-origin-verify", SECRET),
+                ("cloudfront-viewer-address", bad),
+            ];
+            check_both(&headers, true, EDGE);
+        }
+        check_both(&[("x-origin-verify", SECRET)], true, EDGE);
+    }
+
+    #[test]
+    fn without_a_configured_secret_the_header_means_nothing() {
+        let headers = [
+            ("x-origin-verify", SECRET),
+            ("cloudfront-viewer-address", "198.51.100.10:46532"),
+        ];
+        check_both(&headers, false, EDGE);
+        check_both(&[], false, EDGE);
+        check_both(&[], true, EDGE);
+    }
+
+    #[test]
+    fn a_repeated_header_proves_nothing() {
+        // Locally a client can repeat headers (API Gateway joins repeats
+        // with commas, which no longer parse or match).
+        let secret = secret();
+        let mut twice = local(&[
+            ("x-origin-verify", SECRET),
+            ("cloudfront-viewer-address", "198.51.100.10:46532"),
+        ]);
+        twice
+            .headers_mut()
+            .append(VIEWER_ADDRESS, HeaderValue::from_static("192.0.2.1:1"));
+        assert_eq!(client_ip(&twice, Some(&secret)).as_deref(), Some(EDGE));
+        let mut twice = local(&[
+            ("x-origin-verify", SECRET),
+            ("cloudfront-viewer-address", "198.51.100.10:46532"),
+        ]);
+        twice
+            .headers_mut()
+            .append(ORIGIN_VERIFY, HeaderValue::from_static("another"));
+        assert_eq!(client_ip(&twice, Some(&secret)).as_deref(), Some(EDGE));
+        let joined = [
+            ("x-origin-verify", SECRET),
+            (
+                "cloudfront-viewer-address",
+                "192.0.2.1:1, 198.51.100.10:46532",
+            ),
+        ];
+        check_both(&joined, true, EDGE);
+    }
+
+    #[test]
+    fn viewer_addresses_parse_strictly() {
+        let ok = [
+            ("198.51.100.10:46532", "198.51.100.10"),
+            ("2001:db8::1:443", "2001:db8::1"),
+            (
+                "2001:0db8:85a3:0000:0000:8a2e:0370:7334:46532",
+                "2001:db8:85a3::8a2e:370:7334",
+            ),
+            ("[2001:db8::1]:443", "2001:db8::1"),
+            ("::1:0", "::1"),
+            (" 198.51.100.10:1 ", "198.51.100.10"),
+            // An IPv4-mapped address is its IPv4 client.
+            ("::ffff:198.51.100.10:80", "198.51.100.10"),
+        ];
+        for (value, ip) in ok {
+            assert_eq!(
+                parse_viewer_address(value)
+                    .map(|a| a.to_string())
+                    .as_deref(),
+                Some(ip),
+                "{value}"
+            );
+        }
+        for bad in [
+            "",
+            ":",
+            ":443",
+            "198.51.100.10",
+            "198.51.100.10:",
+            "198.51.100.10:65536",
+            "198.51.100.10:-1",
+            "198.51.100.10:+80",
+            "198.51.100.10:0x50",
+            "198.51.100.10:123456",
+            "198.51.100:80",
+            "host.example:443",
+            "2001:db8::1",
+            "::1",
+            "[2001:db8::1:443",
+            "[2001:db8::1]443",
+            "[198.51.100.10]:80",
+            "fe80::1%eth0:443",
+            "192.0.2.1:1, 198.51.100.10:46532",
+            "198.51.100.10 :80",
+        ] {
+            assert_eq!(parse_viewer_address(bad), None, "{bad:?}");
+        }
+        let long = format!("{}:1", "0".repeat(80));
+        assert_eq!(parse_viewer_address(&long), None);
+    }
+
+    #[test]
+    fn the_secret_is_read_once_into_the_limiter_config() {
+        let config = |value: Option<&str>| {
+            LimiterConfig::from_settings(|name| {
+                (name == CDN_ORIGIN_SECRET_VAR)
+                    .then(|| value.map(str::to_owned))
+                    .flatten()
+            })
+        };
+        let set = config(Some(SECRET)).unwrap();
+        let headers = local(&[("x-origin-verify", SECRET)]);
+        assert!(set.cdn_origin_secret.unwrap().verifies(headers.headers()));
+        assert!(config(None).unwrap().cdn_origin_secret.is_none());
+        for bad in [
+            "too short",
+            &format!("{} {}", "a".repeat(20), "b".repeat(20)),
+        ] {
+            let e = config(Some(bad)).unwrap_err();
+            assert!(e.contains("CDN_ORIGIN_SECRET"), "{e}");
+        }
+        assert!(!format!("{:?}", secret()).contains("0123"));
+    }
 }

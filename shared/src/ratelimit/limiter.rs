@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use super::algorithm::{self, Decision, Limit, State};
 use super::rules::{KeySource, OnStoreError, Rule, RuleSet};
 use crate::http::emf::Metrics;
+use crate::http::ratelimit::{CDN_ORIGIN_SECRET_VAR, OriginSecret};
 use crate::ports::Clock;
 use crate::ports::table::{Condition, Item, Key, Table, TableError, get_i64, get_str, num, s};
 
@@ -30,6 +31,10 @@ pub struct LimiterConfig {
     pub breaker_cooldown: Duration,
     /// Conditional-write attempts per decision before giving up on contention.
     pub max_attempts: u32,
+    /// `CDN_ORIGIN_SECRET`: with it, requests that prove they came through
+    /// the CDN are counted by the viewer's address (see
+    /// [`crate::http::ratelimit::client_ip`]).
+    pub cdn_origin_secret: Option<OriginSecret>,
 }
 
 impl Default for LimiterConfig {
@@ -39,6 +44,7 @@ impl Default for LimiterConfig {
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(30),
             max_attempts: 8,
+            cdn_origin_secret: None,
         }
     }
 }
@@ -63,6 +69,9 @@ impl LimiterConfig {
                 3600,
             )?),
             max_attempts: 8,
+            cdn_origin_secret: get(CDN_ORIGIN_SECRET_VAR)
+                .map(|raw| OriginSecret::parse(&raw))
+                .transpose()?,
         })
     }
 }
@@ -265,6 +274,10 @@ impl RateLimiter {
 
     pub fn rules(&self) -> &RuleSet {
         &self.rules
+    }
+
+    pub fn config(&self) -> &LimiterConfig {
+        &self.config
     }
 
     /// The key a rule counts this request by, if the request has one (a

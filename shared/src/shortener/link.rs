@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use url::Url;
+use url::{Host, Url};
 
 use super::code::ShortCode;
 use super::error::ShortenerError;
@@ -209,6 +209,11 @@ impl UrlPolicy {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(bad("longUrl must not carry a user name or password".into()));
         }
+        // `url` leaves DNS lengths and empty labels alone (WHATWG parsing);
+        // IDN hosts reach this in their ASCII (punycode) form.
+        if let Some(Host::Domain(domain)) = url.host() {
+            dns_name(domain).map_err(|why| bad(format!("longUrl's host cannot exist: {why}")))?;
+        }
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         if self.loop_hosts.contains(&host) {
             return Err(bad(
@@ -225,6 +230,36 @@ impl UrlPolicy {
         }
         Ok(normalized)
     }
+}
+
+/// The longest DNS label and the longest name (RFC 1035 2.3.4; the name
+/// without its trailing dot).
+const MAX_DNS_LABEL: usize = 63;
+const MAX_DNS_NAME: usize = 253;
+
+/// Whether a host name (ASCII form) could exist in DNS: no empty label, no
+/// label over 63 characters, at most 253 in all. One trailing dot (the root)
+/// is allowed and not counted.
+fn dns_name(domain: &str) -> Result<(), String> {
+    let name = domain.strip_suffix('.').unwrap_or(domain);
+    if name.len() > MAX_DNS_NAME {
+        return Err(format!(
+            "its name is {} characters; DNS allows {MAX_DNS_NAME}",
+            name.len()
+        ));
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err("its name has an empty label".into());
+        }
+        if label.len() > MAX_DNS_LABEL {
+            return Err(format!(
+                "it has a label of {} characters; DNS allows {MAX_DNS_LABEL}",
+                label.len()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `expiresAt` as users write it: RFC 3339.
@@ -311,6 +346,71 @@ mod tests {
         }
         let long = format!("https://example.com/{}", "a".repeat(2040));
         assert!(p.normalize(&long).is_err());
+    }
+
+    #[test]
+    fn hosts_that_cannot_exist_in_dns_are_refused() {
+        let p = policy();
+        let (a61, a62, a63, a64) = (
+            "a".repeat(61),
+            "a".repeat(62),
+            "a".repeat(63),
+            "a".repeat(64),
+        );
+        let name253 = format!("{a63}.{a63}.{a63}.{a61}");
+        let name254 = format!("{a63}.{a63}.{a63}.{a62}");
+        assert_eq!((name253.len(), name254.len()), (253, 254));
+        // What `url` hands on: it parses every one of these, unchanged.
+        for (raw, host) in [
+            (format!("https://{a64}.com/"), format!("{a64}.com")),
+            ("https://a..b.com/".to_owned(), "a..b.com".to_owned()),
+            ("https://.a.com/".to_owned(), ".a.com".to_owned()),
+            (format!("https://{name254}/"), name254.clone()),
+        ] {
+            assert_eq!(Url::parse(&raw).unwrap().host_str(), Some(host.as_str()));
+        }
+        // IDN hosts are checked in their ASCII form: 60 characters of
+        // Unicode, more than 63 of punycode.
+        let idn = "ü".repeat(60);
+        let ascii = Url::parse(&format!("https://{idn}.de/")).unwrap();
+        assert!(ascii.host_str().unwrap().starts_with("xn--"));
+        assert!(ascii.host_str().unwrap().len() > 63 + ".de".len());
+
+        for bad in [
+            format!("https://{a64}.com/"),
+            format!("https://www.{a64}/x"),
+            format!("https://{name254}/"),
+            format!("https://{name254}./"),
+            format!("https://{idn}.de/"),
+            "https://a..b.com/".into(),
+            "https://.a.com/".into(),
+            "https://a.com../".into(),
+            "https://a%2E%2Eb.com/".into(),
+            "https://./".into(),
+        ] {
+            let e = p.normalize(&bad).unwrap_err();
+            assert!(matches!(e, ShortenerError::InvalidUrl(_)), "{bad}: {e:?}");
+        }
+        for good in [
+            format!("https://{a63}.com/"),
+            format!("https://{name253}/"),
+            // The root's dot does not count.
+            format!("https://{name253}./"),
+            "https://a.com./".into(),
+            "https://localhost:8080/".into(),
+            // 30 Hangul syllables are 90 bytes of UTF-8, far fewer of punycode.
+            format!("https://{}.kr/", "가".repeat(30)),
+            // IP literals are not DNS names.
+            "https://192.0.2.1/".into(),
+            "https://[2001:db8::1]/".into(),
+        ] {
+            assert!(p.normalize(&good).is_ok(), "{good} refused");
+        }
+        let e = p.normalize(&format!("https://{a64}.com/")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "longUrl's host cannot exist: it has a label of 64 characters; DNS allows 63"
+        );
     }
 
     #[test]

@@ -1,4 +1,0 @@
-#[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
-    hanul_functions::runtime::run_periodic("notify-scheduler").await
-}

@@ -1,4 +1,0 @@
-#[tokio::main]
-async fn main() -> Result<(), lambda_http::Error> {
-    hanul_functions::runtime::run_http("shorten-batch").await
-}
