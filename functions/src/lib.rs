@@ -1,6 +1,7 @@
 //! hanul's Lambda handlers. Each function is a small axum router over one
 //! service; `routes::FUNCTIONS` is the single route table both hosts use.
 
+pub mod feed;
 pub mod health;
 pub mod ids;
 pub mod notify;

@@ -120,6 +120,21 @@ pub static FUNCTIONS: &[Function] = &[
     crate::notify::SETTINGS_PUT,
     crate::notify::NOTIFICATIONS_SEND,
     crate::notify::NOTIFICATIONS_STATUS,
+    crate::feed::FOLLOW_PUT,
+    crate::feed::FOLLOW_DELETE,
+    crate::feed::FOLLOWING_LIST,
+    crate::feed::FOLLOWERS_LIST,
+    crate::feed::FRIENDS_LIST,
+    crate::feed::PROFILE_GET,
+    crate::feed::PROFILE_PUT,
+    crate::feed::USERS_GET,
+    crate::feed::POSTS_CREATE,
+    crate::feed::POSTS_GET,
+    crate::feed::POSTS_DELETE,
+    crate::feed::USER_POSTS,
+    crate::feed::BLOCKS_PUT,
+    crate::feed::BLOCKS_DELETE,
+    crate::feed::FEED_READ,
 ];
 
 pub fn find(name: &str) -> Option<&'static Function> {
@@ -151,6 +166,7 @@ pub static WORKERS: &[Worker] = &[
     crate::notify::PUSH_ANDROID_WORKER,
     crate::notify::SMS_WORKER,
     crate::notify::EMAIL_WORKER,
+    crate::feed::FANOUT_WORKER,
 ];
 
 pub fn find_worker(name: &str) -> Option<&'static Worker> {
@@ -175,7 +191,7 @@ pub struct Periodic {
     pub build: fn(Arc<Platform>) -> TickBuildFuture,
 }
 
-pub static PERIODIC: &[Periodic] = &[crate::notify::NOTIFY_SCHEDULER];
+pub static PERIODIC: &[Periodic] = &[crate::notify::NOTIFY_SCHEDULER, crate::feed::OUTBOX_SWEEPER];
 
 pub fn find_periodic(name: &str) -> Option<&'static Periodic> {
     PERIODIC.iter().find(|p| p.name == name)

@@ -25,6 +25,7 @@ if ! command -v wrk >/dev/null; then
 fi
 
 cargo build --release -q -p hanul-local --bin hanul-local --example hello
+cargo build --release -q -p hanul-e2e --example feed-load
 BIN=$(infra/scripts/target-dir.sh)/release
 
 DATA=$(mktemp -d)
@@ -96,6 +97,23 @@ done
 END=$(date +%s.%N)
 E2E=$(echo "$ACCEPTED / ($END - $START)" | bc -l)
 
+echo "== feed: ${FEED_FOLLOWERS:-5000} followers of one author, a post, until every feed has it"
+FEED_OUT=$("$BIN/examples/feed-load" "$H" "${FEED_FOLLOWERS:-5000}")
+echo "$FEED_OUT" | grep -v '^reader token'
+READER=$(echo "$FEED_OUT" | sed -nE 's/^reader token for wrk: //p')
+echo "== feed read, cache hit: GET /api/v1/me/feed?limit=20 (20 hydrated posts)"
+FEED_HIT=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -H "authorization: Bearer $READER" \
+  "$H/api/v1/me/feed?limit=20" | tee /dev/stderr | rps)
+echo "== feed read, cache off (FEED_CACHE_CAPACITY=0: every page reads its posts and profiles)"
+kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true; unset 'PIDS[-1]'
+RUST_LOG=${RUST_LOG:-info} RATE_LIMIT_RULES=${RATE_LIMIT_RULES:-infra/load/rules.yaml} FEED_CACHE_CAPACITY=0 \
+  SERVICE_API_KEYS="load:$LOAD_SERVICE_KEY" "$BIN/hanul-local" --addr "127.0.0.1:$HOST_PORT" --data-dir "$DATA" \
+  2>>"$DATA/host.log" >/dev/null &
+PIDS+=($!)
+wait_port "$HOST_PORT"
+FEED_MISS=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -H "authorization: Bearer $READER" \
+  "$H/api/v1/me/feed?limit=20" | tee /dev/stderr | rps)
+
 echo
 printf 'baseline (axum hello)   %10.0f req/s\n' "$BASE"
 printf 'redirect (cache hit)    %10.0f req/s   %5.1f%% of baseline (target >= 60%%)\n' \
@@ -103,3 +121,5 @@ printf 'redirect (cache hit)    %10.0f req/s   %5.1f%% of baseline (target >= 60
 printf 'create (201, durable)   %10.0f req/s   (target >= 2000)\n' "$CREATED"
 printf 'notify accepted (202)   %10.0f req/s\n' "$(echo "$NOTIFY_OUT" | sed -nE 's/.*accepted_per_s=([0-9]+).*/\1/p')"
 printf 'notify end to end       %10.0f notifications/s (%.0f deliveries/s) API -> outbox (peak need: 185/s)\n' "$E2E" "$(echo "$E2E * 3" | bc -l)"
+printf 'feed read, cache hit    %10.0f req/s   %5.1f%% of baseline\n' "$FEED_HIT" "$(echo "$FEED_HIT * 100 / $BASE" | bc -l)"
+printf 'feed read, cache off    %10.0f req/s   %5.1f%% of baseline\n' "$FEED_MISS" "$(echo "$FEED_MISS * 100 / $BASE" | bc -l)"

@@ -3,6 +3,7 @@
 pub mod aws;
 pub mod cdn;
 pub mod embedded;
+pub mod feed;
 pub mod http;
 pub mod ids;
 pub mod notify;

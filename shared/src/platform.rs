@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::aws::{CloudFrontCdn, DynamoTable, SesEmail, SnsPush, SnsSms, SqsQueue, bootstrap};
 use crate::embedded::{EmbeddedQueue, EmbeddedStore, EmbeddedTable, LocalEdge, Outbox};
+use crate::feed::{FeedConfig, FeedService, fanout_queue_spec};
 use crate::http::service_keys::ServiceKeys;
 use crate::ids::{IdConfig, IdService};
 use crate::notify::{DeliveryQueue, DeliveryWorker, NotifyService, Senders, WorkerConfig};
@@ -30,6 +31,8 @@ pub enum TableName {
     Notify,
     /// The local host's outbox of sent notifications.
     Outbox,
+    /// Follows, blocks, profiles, posts, timelines, feeds, fan-out state.
+    Feed,
 }
 
 impl TableName {
@@ -39,6 +42,7 @@ impl TableName {
         TableName::RateLimits,
         TableName::Notify,
         TableName::Outbox,
+        TableName::Feed,
     ];
 
     /// The name used locally and as the suffix of bootstrapped tables.
@@ -49,6 +53,7 @@ impl TableName {
             TableName::RateLimits => "rate-limits",
             TableName::Notify => "notify",
             TableName::Outbox => "outbox",
+            TableName::Feed => "feed",
         }
     }
 
@@ -60,6 +65,7 @@ impl TableName {
             TableName::RateLimits => "RATE_LIMITS_TABLE",
             TableName::Notify => "NOTIFY_TABLE",
             TableName::Outbox => "OUTBOX_TABLE",
+            TableName::Feed => "FEED_TABLE",
         }
     }
 }
@@ -99,6 +105,7 @@ pub struct Platform {
     shortener: OnceLock<Arc<ShortenerService>>,
     rate_limiter: tokio::sync::OnceCell<Arc<RateLimiter>>,
     notify: tokio::sync::OnceCell<Arc<NotifyService>>,
+    feed: tokio::sync::OnceCell<Arc<FeedService>>,
     senders: tokio::sync::OnceCell<Senders>,
     cdn: tokio::sync::OnceCell<Arc<dyn Cdn>>,
     /// Values the host supplies for settings the environment leaves unset
@@ -151,6 +158,7 @@ impl Platform {
             shortener: OnceLock::new(),
             rate_limiter: tokio::sync::OnceCell::new(),
             notify: tokio::sync::OnceCell::new(),
+            feed: tokio::sync::OnceCell::new(),
             senders: tokio::sync::OnceCell::new(),
             cdn: tokio::sync::OnceCell::new(),
             defaults: HashMap::new(),
@@ -453,6 +461,42 @@ impl Platform {
                     self.clock.clone(),
                     queues,
                     Some(limiter),
+                )))
+            })
+            .await
+            .cloned()
+    }
+
+    /// The fan-out queue as the settings shape it: its `maxReceiveCount` is
+    /// `FEED_FANOUT_MAX_ATTEMPTS` (default 5, as in template.yaml).
+    pub fn feed_queue_spec(&self) -> Result<QueueSpec, ConfigError> {
+        let attempts = crate::settings::bounded(
+            &|n: &str| self.setting(n),
+            "FEED_FANOUT_MAX_ATTEMPTS",
+            5,
+            1,
+            100,
+            "a whole number",
+        )
+        .map_err(ConfigError)?;
+        Ok(fanout_queue_spec(attempts as u32))
+    }
+
+    /// The news feed (one per instance: its caches of posts, profiles and
+    /// readers' state live here). Post ids come from the instance's ID lease.
+    pub async fn feed(&self) -> Result<Arc<FeedService>, ConfigError> {
+        self.feed
+            .get_or_try_init(|| async {
+                let table = self.table(TableName::Feed).await?;
+                let queue = self.queue(&self.feed_queue_spec()?).await?;
+                let ids = self.ids().await?;
+                let config = FeedConfig::from_settings(|n| self.setting(n)).map_err(ConfigError)?;
+                Ok(Arc::new(FeedService::new(
+                    table,
+                    queue,
+                    ids,
+                    self.clock.clone(),
+                    config,
                 )))
             })
             .await

@@ -39,6 +39,27 @@ SAM_HTTP_API = "AWS::Serverless::HttpApi"
 # What the template must contain. Add to these as subsystems land.
 # --------------------------------------------------------------------------
 
+# The feed's HTTP functions: function logical id -> its (METHOD, path).
+FEED_HTTP_FUNCTIONS = {
+    "FeedFollowPutFunction": ("PUT", "/api/v1/me/following/{userId}"),
+    "FeedFollowDeleteFunction": ("DELETE", "/api/v1/me/following/{userId}"),
+    "FeedFollowingListFunction": ("GET", "/api/v1/me/following"),
+    "FeedFollowersListFunction": ("GET", "/api/v1/me/followers"),
+    "FeedFriendsListFunction": ("GET", "/api/v1/me/friends"),
+    "FeedProfileGetFunction": ("GET", "/api/v1/me/profile"),
+    "FeedProfilePutFunction": ("PUT", "/api/v1/me/profile"),
+    "FeedUsersGetFunction": ("GET", "/api/v1/users/{userId}"),
+    "FeedPostsCreateFunction": ("POST", "/api/v1/me/posts"),
+    "FeedPostsGetFunction": ("GET", "/api/v1/posts/{postId}"),
+    "FeedPostsDeleteFunction": ("DELETE", "/api/v1/me/posts/{postId}"),
+    "FeedUserPostsFunction": ("GET", "/api/v1/users/{userId}/posts"),
+    "FeedBlocksPutFunction": ("PUT", "/api/v1/me/blocks/{userId}"),
+    "FeedBlocksDeleteFunction": ("DELETE", "/api/v1/me/blocks/{userId}"),
+    "FeedReadFunction": ("GET", "/api/v1/me/feed"),
+}
+# Every feed function: the HTTP ones, the fan-out worker, the outbox sweeper.
+FEED_FUNCTIONS = [*FEED_HTTP_FUNCTIONS, "FeedFanoutFunction", "FeedOutboxFunction"]
+
 # (METHOD, path) -> function logical id. Routes not listed here may exist, but
 # these must, wired to exactly this function.
 REQUIRED_ROUTES = {
@@ -63,6 +84,7 @@ REQUIRED_ROUTES = {
     ("PUT", "/api/v1/me/notification-settings"): "NotifySettingsPutFunction",
     ("POST", "/api/v1/notifications"): "NotifySendFunction",
     ("GET", "/api/v1/notifications/{id}"): "NotifyStatusFunction",
+    **{route: fn_id for fn_id, route in FEED_HTTP_FUNCTIONS.items()},
 }
 
 # Routes that take no user token (Auth: {Authorizer: NONE}). The shorten
@@ -94,6 +116,8 @@ REQUIRED_JWT_ROUTES = {
     ("DELETE", "/api/v1/me/devices/{deviceId}"),
     ("GET", "/api/v1/me/notification-settings"),
     ("PUT", "/api/v1/me/notification-settings"),
+    # Every feed route is the signed-in user's.
+    *FEED_HTTP_FUNCTIONS.values(),
 }
 
 JWT_AUTHORIZER = "CognitoJwt"
@@ -126,7 +150,58 @@ PUSH = (
     ],
 )
 
+FEED = {"Fn::GetAtt": ["FeedTable", "Arn"]}
+FEED_FANOUT_QUEUE = {"Fn::GetAtt": ["FeedFanoutQueue", "Arn"]}
+ID_LEASES = {"Fn::GetAtt": ["IdLeasesTable", "Arn"]}
+ID_LEASE_WRITER = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}
+FEED_READ = {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem"}
+FEED_WRITE = FEED_READ | {
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:ConditionCheckItem",
+    "dynamodb:BatchWriteItem",
+}
+FEED_READERS = {
+    "FeedFollowingListFunction",
+    "FeedFollowersListFunction",
+    "FeedFriendsListFunction",
+    "FeedProfileGetFunction",
+    "FeedUsersGetFunction",
+    "FeedPostsGetFunction",
+    "FeedUserPostsFunction",
+}
+
 EXPECTED_STATEMENTS: dict[str, list[tuple[set[str], Any]]] = {
+    **{fn_id: [(FEED_READ, FEED)] for fn_id in FEED_READERS},
+    **{
+        fn_id: [(FEED_WRITE, FEED)]
+        for fn_id in (
+            "FeedFollowPutFunction",
+            "FeedFollowDeleteFunction",
+            "FeedProfilePutFunction",
+            "FeedPostsDeleteFunction",
+            "FeedBlocksPutFunction",
+            "FeedBlocksDeleteFunction",
+            # A read records activity and may rebuild or trim the reader's feed.
+            "FeedReadFunction",
+        )
+    },
+    "FeedPostsCreateFunction": [
+        (FEED_WRITE, FEED),
+        ({"sqs:SendMessage"}, FEED_FANOUT_QUEUE),
+        (ID_LEASE_WRITER, ID_LEASES),
+    ],
+    "FeedFanoutFunction": [
+        (FEED_WRITE, FEED),
+        (CONSUME, FEED_FANOUT_QUEUE),
+        # Continuation jobs.
+        ({"sqs:SendMessage"}, FEED_FANOUT_QUEUE),
+    ],
+    "FeedOutboxFunction": [
+        (FEED_WRITE, FEED),
+        ({"sqs:SendMessage"}, FEED_FANOUT_QUEUE),
+    ],
     "NotifyDevicesPutFunction": [({"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"}, NOTIFY)],
     "NotifyDevicesListFunction": [({"dynamodb:Query"}, NOTIFY)],
     "NotifyDevicesDeleteFunction": [({"dynamodb:DeleteItem"}, NOTIFY)],
@@ -165,12 +240,7 @@ EXPECTED_STATEMENTS: dict[str, list[tuple[set[str], Any]]] = {
         ({"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:DeleteItem"}, NOTIFY),
         ({"sqs:SendMessage"}, NOTIFY_QUEUES),
     ],
-    "IdsGenerateFunction": [
-        (
-            {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
-            {"Fn::GetAtt": ["IdLeasesTable", "Arn"]},
-        ),
-    ],
+    "IdsGenerateFunction": [(ID_LEASE_WRITER, ID_LEASES)],
     "ShortenerShortenFunction": [(LINK_WRITER, URLS)],
     "ShortenerShortenBatchFunction": [(LINK_WRITER, URLS)],
     "ShortenerRedirectFunction": [
@@ -219,6 +289,16 @@ EXPECTED_ENV = {
     "ShortenerUrlsDeleteFunction": {"CDN_INVALIDATIONS_QUEUE_URL": {"Ref": "CdnInvalidationsQueue"}},
     "ShortenerClicksFunction": {"URLS_TABLE": {"Ref": "UrlsTable"}},
     "CdnInvalidateFunction": {"CDN_DISTRIBUTION_ID": {"Ref": "RedirectDistribution"}},
+    # The feed service is built with all three at cold start, whether or not
+    # the function's role may use the queue or the id leases.
+    **{
+        fn_id: {
+            "FEED_TABLE": {"Ref": "FeedTable"},
+            "FEED_FANOUT_QUEUE_URL": {"Ref": "FeedFanoutQueue"},
+            "ID_LEASES_TABLE": {"Ref": "IdLeasesTable"},
+        }
+        for fn_id in FEED_FUNCTIONS
+    },
 }
 
 # Queue workers: function -> the queue its event source mapping reads.
@@ -229,6 +309,14 @@ EXPECTED_WORKERS = {
     "NotifyPushAndroidFunction": "NotifyPushAndroidQueue",
     "NotifySmsFunction": "NotifySmsQueue",
     "NotifyEmailFunction": "NotifyEmailQueue",
+    "FeedFanoutFunction": "FeedFanoutQueue",
+}
+
+# Periodic functions: function -> its EventBridge schedule. A failed run
+# leaves its work in the table for the next one.
+EXPECTED_SCHEDULES = {
+    "NotifySchedulerFunction": "rate(1 minute)",
+    "FeedOutboxFunction": "rate(1 minute)",
 }
 
 # Only these functions may see the code key.
@@ -240,6 +328,8 @@ EXPECTED_OUTPUTS = {
     "UserPoolClientId",
     "IdLeasesTableName",
     "UrlsTableName",
+    "NotifyTableName",
+    "FeedTableName",
     "RedirectDistributionDomain",
 }
 
@@ -547,8 +637,9 @@ def test_function_environment(cfn):
             assert variables.get(name) == value, (fn_id, name)
 
 
-def test_id_leases_table(cfn):
-    table = cfn["Resources"]["IdLeasesTable"]
+@pytest.mark.parametrize("table_id", ["IdLeasesTable", "FeedTable"])
+def test_pk_sk_tables(cfn, table_id):
+    table = cfn["Resources"][table_id]
     assert table["Type"] == "AWS::DynamoDB::Table"
     props = table["Properties"]
     assert props["BillingMode"] == "PAY_PER_REQUEST"
@@ -715,11 +806,68 @@ def test_notify_queues_have_depth_and_age_alarms(cfn):
     assert (param["Default"], param["MinValue"], param["MaxValue"]) == (5, 1, 100)
 
 
-def test_the_scheduler_runs_every_minute(cfn):
-    rules = _resources_of(cfn, "AWS::Events::Rule")
-    (rule,) = [r for r in rules.values() if r["Properties"]["ScheduleExpression"] == "rate(1 minute)"]
-    (target,) = rule["Properties"]["Targets"]
-    assert target["Arn"] == {"Fn::GetAtt": ["NotifySchedulerFunction", "Arn"]}
+def test_periodic_functions_run_on_their_schedule(cfn, functions):
+    scheduled = {}
+    for rule in _resources_of(cfn, "AWS::Events::Rule").values():
+        (target,) = rule["Properties"]["Targets"]
+        fn_id = target["Arn"]["Fn::GetAtt"][0]
+        assert fn_id not in scheduled, f"{fn_id} has two schedules"
+        scheduled[fn_id] = rule["Properties"]["ScheduleExpression"]
+    assert scheduled == EXPECTED_SCHEDULES
+    for fn_id in EXPECTED_SCHEDULES:
+        # Periodic functions have no HTTP route.
+        events = functions[fn_id]["Properties"].get("Events") or {}
+        assert {ev["Type"] for ev in events.values()} == {"Schedule"}, fn_id
+
+
+def test_worker_queues_outlast_their_workers(cfn):
+    # Lambda advises a visibility timeout of six times the function's
+    # timeout for an SQS source, so a batch still running is not redelivered.
+    lambdas = _resources_of(cfn, "AWS::Lambda::Function")
+    for fn_id, queue in EXPECTED_WORKERS.items():
+        timeout = lambdas[fn_id]["Properties"]["Timeout"]
+        visibility = cfn["Resources"][queue]["Properties"]["VisibilityTimeout"]
+        assert visibility >= 6 * timeout, (fn_id, queue, visibility, timeout)
+
+
+def test_feed_fanout_queue(cfn):
+    resources = cfn["Resources"]
+    queue = resources["FeedFanoutQueue"]["Properties"]
+    assert queue["VisibilityTimeout"] == 120
+    assert resources["FeedFanoutFunction"]["Properties"]["Timeout"] == 20
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["FeedFanoutDeadLetterQueue", "Arn"]},
+        "maxReceiveCount": 5,
+    }
+    dlq = resources["FeedFanoutDeadLetterQueue"]["Properties"]
+    assert dlq["MessageRetentionPeriod"] == 14 * 86400
+    assert "RedrivePolicy" not in dlq
+    alarms = [a["Properties"] for a in _resources_of(cfn, "AWS::CloudWatch::Alarm").values()]
+    watched = {(a["MetricName"], a["Dimensions"][0]["Value"]["Fn::GetAtt"][0]) for a in alarms}
+    assert ("ApproximateNumberOfMessagesVisible", "FeedFanoutDeadLetterQueue") in watched
+    assert ("ApproximateNumberOfMessagesVisible", "FeedFanoutQueue") in watched
+    assert ("ApproximateAgeOfOldestMessage", "FeedFanoutQueue") in watched
+    (mapping,) = [
+        m["Properties"]
+        for m in _resources_of(cfn, "AWS::Lambda::EventSourceMapping").values()
+        if m["Properties"]["FunctionName"] == {"Ref": "FeedFanoutFunction"}
+    ]
+    assert mapping["BatchSize"] == 10
+
+
+def test_only_the_publishers_reach_the_fanout_queue_and_id_leases(cfn):
+    # Every feed function is configured with the queue and the id leases;
+    # the roles decide who may use them.
+    senders, leasers = set(), set()
+    for fn_id, statements in EXPECTED_STATEMENTS.items():
+        for actions, resource in statements:
+            if resource == FEED_FANOUT_QUEUE and "sqs:SendMessage" in actions:
+                senders.add(fn_id)
+            if resource == ID_LEASES:
+                leasers.add(fn_id)
+    assert senders == {"FeedPostsCreateFunction", "FeedFanoutFunction", "FeedOutboxFunction"}
+    assert leasers == {"IdsGenerateFunction", "FeedPostsCreateFunction"}
+    assert set(EXPECTED_STATEMENTS) >= set(FEED_FUNCTIONS)
 
 
 def test_outputs(cfn):

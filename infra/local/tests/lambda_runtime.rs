@@ -220,6 +220,135 @@ fn expectations() -> Vec<(&'static str, Expect)> {
         ("notify-sms", Batch(&[])),
         ("notify-email", Batch(&[])),
         ("notify-scheduler", Clean),
+        (
+            "profile-put",
+            Http(200, |r| {
+                check(r.json["displayName"] == "Nina Park", "saved", r)
+            }),
+        ),
+        (
+            "profile-get",
+            Http(200, |r| {
+                check(r.json["displayName"] == "Nina Park", "the saved profile", r)
+            }),
+        ),
+        (
+            "follow-put",
+            Http(200, |r| {
+                check(
+                    r.json["following"] == true && r.json["created"] == true,
+                    "followed",
+                    r,
+                )
+            }),
+        ),
+        (
+            "following-list",
+            Http(200, |r| {
+                check(
+                    r.json["users"][0]["userId"] == "omar",
+                    "the followed account",
+                    r,
+                )
+            }),
+        ),
+        (
+            "followers-list",
+            Http(200, |r| {
+                check(
+                    r.json["users"].as_array().is_some_and(Vec::is_empty),
+                    "no followers",
+                    r,
+                )
+            }),
+        ),
+        (
+            "friends-list",
+            Http(200, |r| {
+                check(
+                    r.json["users"].as_array().is_some_and(Vec::is_empty),
+                    "no friends",
+                    r,
+                )
+            }),
+        ),
+        (
+            "follow-delete",
+            Http(200, |r| check(r.json["removed"] == true, "unfollowed", r)),
+        ),
+        (
+            "blocks-put",
+            Http(200, |r| check(r.json["blocked"] == true, "blocked", r)),
+        ),
+        (
+            "blocks-delete",
+            Http(200, |r| check(r.json["removed"] == true, "unblocked", r)),
+        ),
+        (
+            "posts-create",
+            Http(201, |r| {
+                check(
+                    r.json["id"]
+                        .as_str()
+                        .is_some_and(|id| id.parse::<u64>().is_ok())
+                        && r.json["authorId"] == "nina",
+                    "a Snowflake id",
+                    r,
+                )
+            }),
+        ),
+        (
+            "user-posts",
+            Http(200, |r| {
+                check(
+                    r.json["posts"][0]["authorId"] == "nina",
+                    "the author's post",
+                    r,
+                )
+            }),
+        ),
+        (
+            "feed-read",
+            Http(200, |r| {
+                check(
+                    r.json["posts"][0]["authorId"] == "nina",
+                    "the author sees their own post",
+                    r,
+                )
+            }),
+        ),
+        (
+            "users-get",
+            Http(200, |r| {
+                check(
+                    r.json["userId"] == "nina" && r.json["posts"] == 1,
+                    "the profile with counts",
+                    r,
+                )
+            }),
+        ),
+        (
+            "posts-get",
+            Http(404, |r| {
+                check(
+                    r.json["error"]["code"] == "post_not_found",
+                    "unknown post",
+                    r,
+                )
+            }),
+        ),
+        (
+            "posts-delete",
+            Http(404, |r| {
+                check(
+                    r.json["error"]["code"] == "post_not_found",
+                    "unknown post",
+                    r,
+                )
+            }),
+        ),
+        ("feed-fanout", Batch(&["m2"])),
+        ("feed-outbox", Clean),
     ]
 }
 

@@ -6,6 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::feed::FeedError;
 use crate::ids::IdError;
 use crate::notify::NotifyError;
 use crate::shortener::ShortenerError;
@@ -165,6 +166,34 @@ impl From<NotifyError> for ApiError {
             NotifyError::Store(_) => {
                 tracing::error!(error = %message, "notification store failure");
                 ApiError::unavailable("the notification store is unavailable; retry shortly", 1)
+            }
+        }
+    }
+}
+
+impl From<FeedError> for ApiError {
+    fn from(e: FeedError) -> Self {
+        let message = e.to_string();
+        let code = e.code();
+        match e {
+            FeedError::Invalid(..) => ApiError::bad_request(code, message),
+            FeedError::PostNotFound => ApiError::new(StatusCode::NOT_FOUND, code, message),
+            FeedError::FollowLimit(_) => ApiError::new(StatusCode::CONFLICT, code, message),
+            FeedError::Blocked => ApiError::new(StatusCode::FORBIDDEN, code, message),
+            FeedError::Throttled => ApiError {
+                code,
+                ..ApiError::unavailable(message, 1)
+            },
+            FeedError::Ids(_) => {
+                tracing::warn!(error = %message, "cannot issue post ids");
+                ApiError {
+                    code,
+                    ..ApiError::unavailable(message, 1)
+                }
+            }
+            FeedError::Store(_) => {
+                tracing::error!(error = %message, "feed store failure");
+                ApiError::unavailable("the feed store is unavailable; retry shortly", 1)
             }
         }
     }
