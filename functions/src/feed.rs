@@ -1,6 +1,6 @@
 //! The news feed's functions: the follow graph, blocks, profiles, posts and
 //! the feed read (each the caller's token), the fan-out worker and the
-//! outbox sweeper.
+//! outbox sweeper. The HTTP routes are described in `feed.openapi.yaml`.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -90,6 +90,9 @@ async fn start(name: &str) -> Result<(Started, Arc<Platform>), ConfigError> {
 /// so the reason shows as the function's init error.
 pub async fn run() -> Result<(), lambda_runtime::Error> {
     http::init_tracing();
+    // Registration is a round trip to the Extensions API: it runs while the
+    // function is built, and must be done before the first `/next`.
+    let extension = register_shutdown_extension();
     let started = match function_name() {
         Ok(name) => start(&name).await,
         Err(e) => Err(e),
@@ -102,7 +105,9 @@ pub async fn run() -> Result<(), lambda_runtime::Error> {
             return Err(e.into());
         }
     };
-    shut_down_on_sigterm(platform).await;
+    if extension.await.unwrap_or(false) {
+        shut_down_on_sigterm(platform);
+    }
     match started {
         Started::Http(router) => lambda_http::run(router).await,
         Started::Worker(handler) => {
@@ -154,23 +159,38 @@ async fn report_init_error(error: &ConfigError) {
 
 /// Lambda sends SIGTERM (and waits 500 ms) before it reclaims an instance
 /// only when an extension is registered: this registers one that takes no
-/// events, and on SIGTERM runs the platform's shutdown (buffered clicks
-/// sent, the ID lease released). Must run before the runtime starts. Without
-/// the Extensions API (another host) it logs and carries on.
-async fn shut_down_on_sigterm(platform: Arc<Platform>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let registered = lambda_extension::Extension::new()
-        .with_events(&[])
-        .with_extension_name("hanul-shutdown")
-        .register()
-        .await;
-    let extension = match registered {
-        Ok(extension) => extension,
-        Err(e) => {
-            tracing::warn!(error = %e, "no shutdown extension: work buffered at shutdown may be lost");
-            return;
+/// events, in the background while the cold start builds the function.
+/// Answers whether it registered; without the Extensions API (another host)
+/// it logs and carries on.
+fn register_shutdown_extension() -> tokio::sync::oneshot::Receiver<bool> {
+    let (registered, answer) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let extension = lambda_extension::Extension::new()
+            .with_events(&[])
+            .with_extension_name("hanul-shutdown")
+            .register()
+            .await;
+        match extension {
+            Ok(extension) => {
+                let _ = registered.send(true);
+                // Waits for events it never asks for: it only has to be registered.
+                if let Err(e) = extension.run().await {
+                    tracing::warn!(error = %e, "the shutdown extension stopped");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no shutdown extension: work buffered at shutdown may be lost");
+                let _ = registered.send(false);
+            }
         }
-    };
+    });
+    answer
+}
+
+/// On SIGTERM, runs the platform's shutdown (buffered clicks sent, the ID
+/// lease released) within 450 ms, then exits.
+fn shut_down_on_sigterm(platform: Arc<Platform>) {
+    use tokio::signal::unix::{SignalKind, signal};
     let mut sigterm = match signal(SignalKind::terminate()) {
         Ok(sigterm) => sigterm,
         Err(e) => {
@@ -178,12 +198,6 @@ async fn shut_down_on_sigterm(platform: Arc<Platform>) {
             return;
         }
     };
-    tokio::spawn(async move {
-        // Waits for events it never asks for: it only has to be registered.
-        if let Err(e) = extension.run().await {
-            tracing::warn!(error = %e, "the shutdown extension stopped");
-        }
-    });
     tokio::spawn(async move {
         if sigterm.recv().await.is_some() {
             if tokio::time::timeout(std::time::Duration::from_millis(450), platform.shutdown())

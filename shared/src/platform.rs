@@ -85,15 +85,60 @@ enum Backend {
         edge: Arc<LocalEdge>,
     },
     Aws {
-        dynamodb: aws_sdk_dynamodb::Client,
-        sqs: aws_sdk_sqs::Client,
-        cloudfront: aws_sdk_cloudfront::Client,
-        sns: aws_sdk_sns::Client,
-        sesv2: aws_sdk_sesv2::Client,
+        clients: Box<AwsClients>,
         /// Local host against moto: physical names are `prefix + logical`,
         /// created on first use.
         bootstrap_prefix: Option<String>,
     },
+}
+
+/// The SDK clients, each made when first asked for: a function builds
+/// only the clients of the services it uses (most use one or two).
+struct AwsClients {
+    config: aws_config::SdkConfig,
+    dynamodb: OnceLock<aws_sdk_dynamodb::Client>,
+    sqs: OnceLock<aws_sdk_sqs::Client>,
+    cloudfront: OnceLock<aws_sdk_cloudfront::Client>,
+    sns: OnceLock<aws_sdk_sns::Client>,
+    sesv2: OnceLock<aws_sdk_sesv2::Client>,
+}
+
+impl AwsClients {
+    fn new(config: &aws_config::SdkConfig) -> Self {
+        Self {
+            config: config.clone(),
+            dynamodb: OnceLock::new(),
+            sqs: OnceLock::new(),
+            cloudfront: OnceLock::new(),
+            sns: OnceLock::new(),
+            sesv2: OnceLock::new(),
+        }
+    }
+
+    fn dynamodb(&self) -> &aws_sdk_dynamodb::Client {
+        self.dynamodb
+            .get_or_init(|| aws_sdk_dynamodb::Client::new(&self.config))
+    }
+
+    fn sqs(&self) -> &aws_sdk_sqs::Client {
+        self.sqs
+            .get_or_init(|| aws_sdk_sqs::Client::new(&self.config))
+    }
+
+    fn cloudfront(&self) -> &aws_sdk_cloudfront::Client {
+        self.cloudfront
+            .get_or_init(|| aws_sdk_cloudfront::Client::new(&self.config))
+    }
+
+    fn sns(&self) -> &aws_sdk_sns::Client {
+        self.sns
+            .get_or_init(|| aws_sdk_sns::Client::new(&self.config))
+    }
+
+    fn sesv2(&self) -> &aws_sdk_sesv2::Client {
+        self.sesv2
+            .get_or_init(|| aws_sdk_sesv2::Client::new(&self.config))
+    }
 }
 
 pub struct Platform {
@@ -138,11 +183,7 @@ impl Platform {
     /// queues named `prefix + logical` are created when first used.
     pub fn aws(config: &aws_config::SdkConfig, bootstrap_prefix: Option<String>) -> Self {
         let backend = Backend::Aws {
-            dynamodb: aws_sdk_dynamodb::Client::new(config),
-            sqs: aws_sdk_sqs::Client::new(config),
-            cloudfront: aws_sdk_cloudfront::Client::new(config),
-            sns: aws_sdk_sns::Client::new(config),
-            sesv2: aws_sdk_sesv2::Client::new(config),
+            clients: Box::new(AwsClients::new(config)),
             bootstrap_prefix,
         };
         Self::with(backend, Arc::new(SystemClock))
@@ -237,10 +278,10 @@ impl Platform {
         let adapter: Arc<dyn Table> = match &self.backend {
             Backend::Embedded { store, .. } => Arc::new(EmbeddedTable::new(store.clone(), name)),
             Backend::Aws {
-                dynamodb,
+                clients,
                 bootstrap_prefix,
-                ..
             } => {
+                let dynamodb = clients.dynamodb();
                 if bootstrap_prefix.is_some() {
                     bootstrap::ensure_table(dynamodb, &name)
                         .await
@@ -266,10 +307,10 @@ impl Platform {
                 Arc::new(EmbeddedQueue::new(store.clone(), spec.clone()))
             }
             Backend::Aws {
-                sqs,
+                clients,
                 bootstrap_prefix,
-                ..
             } => {
+                let sqs = clients.sqs();
                 let url = match bootstrap_prefix {
                     None => {
                         let var = queue_url_var(&spec.name);
@@ -353,10 +394,10 @@ impl Platform {
                 let cdn: Arc<dyn Cdn> = match &self.backend {
                     Backend::Embedded { edge, .. } => edge.clone(),
                     Backend::Aws {
-                        cloudfront,
+                        clients,
                         bootstrap_prefix,
-                        ..
                     } => {
+                        let cloudfront = clients.cloudfront();
                         let id = match (self.setting(CDN_DISTRIBUTION_VAR), bootstrap_prefix) {
                             (Some(id), _) => id,
                             (None, Some(prefix)) => {
@@ -413,7 +454,7 @@ impl Platform {
                         RuleSet::parse(&text)
                             .map_err(|e| ConfigError(format!("{e} (in {path})")))?
                     }
-                    None => RuleSet::parse(crate::ratelimit::DEFAULT_RULES).map_err(ConfigError)?,
+                    None => RuleSet::defaults().map_err(ConfigError)?,
                 };
                 let config =
                     LimiterConfig::from_settings(|n| self.setting(n)).map_err(ConfigError)?;
@@ -538,11 +579,10 @@ impl Platform {
                 Ok(self.senders.get_or_init(|| async { senders }).await.clone())
             }
             Backend::Aws {
-                sns,
-                sesv2,
+                clients,
                 bootstrap_prefix,
-                ..
             } => {
+                let (sns, sesv2) = (clients.sns(), clients.sesv2());
                 let unconfigured = Arc::new(crate::notify::worker::Unconfigured);
                 let mut senders = Senders::all(unconfigured);
                 let need = |name: &str| {

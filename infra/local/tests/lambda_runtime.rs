@@ -460,6 +460,12 @@ async fn every_function_answers_its_sample_event_through_the_runtime_api() {
                 if !cold.extensions.iter().any(|e| e == "hanul-shutdown") {
                     failures.push(format!("{handler}: registered no shutdown extension"));
                 }
+                if !cold.clean_shutdown {
+                    failures.push(format!(
+                        "{handler}: did not exit within 500 ms of SIGTERM\n{}",
+                        cold.output
+                    ));
+                }
                 match (&cold.first.outcome, expect) {
                     (
                         Outcome::Error {

@@ -7,4 +7,4 @@ pub mod rules;
 
 pub use algorithm::{Algorithm, Decision, Limit, State};
 pub use limiter::{Identity, LimiterConfig, Outcome, RateLimiter, Source, Unavailable, Verdict};
-pub use rules::{DEFAULT_RULES, KeySource, OnStoreError, Rule, RuleSet};
+pub use rules::{DEFAULT_RULES, DEFAULT_RULES_JSON, KeySource, OnStoreError, Rule, RuleSet};

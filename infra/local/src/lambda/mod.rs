@@ -97,6 +97,8 @@ pub struct ColdStart {
     pub init: Duration,
     pub first: Invocation,
     pub extensions: Vec<String>,
+    /// The process exited within 500 ms of SIGTERM (its shutdown hooks ran).
+    pub clean_shutdown: bool,
     /// What the process printed (its JSON log lines).
     pub output: String,
 }
@@ -202,13 +204,14 @@ impl Launch {
         };
         let first = api.invoke(event, self.timeout).await;
         let extensions = api.extensions();
-        process.kill();
+        let clean_shutdown = process.shut_down(Duration::from_millis(500)).await;
         let output = printed(&output);
         match first {
             Ok(first) => Ok(ColdStart {
                 init,
                 first,
                 extensions,
+                clean_shutdown,
                 output,
             }),
             Err(error) => Err(LaunchError::Invoke { error, output }),
@@ -283,6 +286,24 @@ impl Process {
     fn kill(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+
+    /// Lambda's shutdown with an extension registered: SIGTERM, then
+    /// SIGKILL if the process has not exited within `grace`. Returns whether
+    /// it exited by itself.
+    async fn shut_down(&mut self, grace: Duration) -> bool {
+        let pid = self.0.id().to_string();
+        let signalled = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if signalled && tokio::time::timeout(grace, self.exited()).await.is_ok() {
+            return true;
+        }
+        self.kill();
+        false
     }
 }
 
