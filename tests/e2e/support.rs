@@ -383,3 +383,23 @@ pub fn rfc3339_in(secs: u64) -> String {
         rem % 60
     )
 }
+
+/// Polls `probe` every 100 ms until it answers `Ok`, and returns that; past
+/// `within` it panics with the last `Err` (what was seen instead).
+pub async fn eventually<T, E, F, Fut>(within: Duration, mut probe: F) -> T
+where
+    E: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("not within {within:?}; last seen: {last:?}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
