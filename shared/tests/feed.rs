@@ -7,20 +7,23 @@
 //! what a feed page costs in table requests.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use hanul_shared::embedded::{EmbeddedQueue, EmbeddedStore, EmbeddedTable};
+use hanul_shared::feed::keys::{meta_key, profile_key};
 use hanul_shared::feed::{
     CreatePost, FanoutOutcome, FeedConfig, FeedError, FeedPage, FeedQuery, FeedService,
     FollowOutcome, ListQuery, PostId, PutProfile, fanout_queue_spec,
 };
 use hanul_shared::http::ApiError;
 use hanul_shared::ids::{IdConfig, IdService};
-use hanul_shared::ports::table::TableStats;
+use hanul_shared::ports::table::{
+    Condition, Consistency, Item, Key, Page, Query, TableError, TableStats, TxOp, Update, get_str,
+};
 use hanul_shared::ports::{
     ManualClock, OutgoingMessage, Queue, QueueError, QueueSpec, ReceivedMessage, Table,
 };
@@ -80,11 +83,85 @@ impl Queue for Flaky {
     }
 }
 
+/// The embedded table, recording the keys of every batch read (to show
+/// which items a page reads, not only how many requests).
+struct Recording {
+    inner: Arc<dyn Table>,
+    batches: Mutex<Vec<Vec<Key>>>,
+}
+
+impl Recording {
+    /// The batch reads made since the last call, in order.
+    fn take_batches(&self) -> Vec<Vec<Key>> {
+        std::mem::take(&mut *self.batches.lock().unwrap())
+    }
+}
+
+#[async_trait]
+impl Table for Recording {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    async fn get(&self, key: &Key, consistency: Consistency) -> Result<Option<Item>, TableError> {
+        self.inner.get(key, consistency).await
+    }
+
+    async fn put(&self, item: Item, condition: Option<Condition>) -> Result<(), TableError> {
+        self.inner.put(item, condition).await
+    }
+
+    async fn update(
+        &self,
+        key: &Key,
+        update: Update,
+        condition: Option<Condition>,
+    ) -> Result<Item, TableError> {
+        self.inner.update(key, update, condition).await
+    }
+
+    async fn delete(
+        &self,
+        key: &Key,
+        condition: Option<Condition>,
+    ) -> Result<Option<Item>, TableError> {
+        self.inner.delete(key, condition).await
+    }
+
+    async fn query(&self, query: Query) -> Result<Page, TableError> {
+        self.inner.query(query).await
+    }
+
+    async fn batch_get(&self, keys: &[Key]) -> Result<Vec<Item>, TableError> {
+        self.batches.lock().unwrap().push(keys.to_vec());
+        self.inner.batch_get(keys).await
+    }
+
+    async fn batch_put(&self, items: Vec<Item>) -> Result<(), TableError> {
+        self.inner.batch_put(items).await
+    }
+
+    async fn transact_write(&self, ops: Vec<TxOp>) -> Result<(), TableError> {
+        self.inner.transact_write(ops).await
+    }
+
+    fn metrics(&self) -> TableStats {
+        self.inner.metrics()
+    }
+}
+
+fn is_post(key: &Key) -> bool {
+    key.pk.starts_with("post#")
+}
+
 struct Fixture {
     feed: Arc<FeedService>,
     queue: Arc<Flaky>,
     clock: Arc<ManualClock>,
     table: Arc<dyn Table>,
+    recording: Arc<Recording>,
+    ids: Arc<IdService>,
+    config: FeedConfig,
     _dir: tempfile::TempDir,
 }
 
@@ -92,7 +169,11 @@ fn fixture(settings: &[(&str, &str)]) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let store = EmbeddedStore::open_with_clock(dir.path(), clock.clone()).unwrap();
-    let table: Arc<dyn Table> = Arc::new(EmbeddedTable::new(store.clone(), "feed"));
+    let recording = Arc::new(Recording {
+        inner: Arc::new(EmbeddedTable::new(store.clone(), "feed")),
+        batches: Mutex::new(Vec::new()),
+    });
+    let table: Arc<dyn Table> = recording.clone();
     let ids = Arc::new(
         IdService::new(
             Arc::new(EmbeddedTable::new(store.clone(), "id-leases")),
@@ -119,20 +200,35 @@ fn fixture(settings: &[(&str, &str)]) -> Fixture {
     let feed = Arc::new(FeedService::new(
         table.clone(),
         queue.clone(),
-        ids,
+        ids.clone(),
         clock.clone(),
-        config,
+        config.clone(),
     ));
     Fixture {
         feed,
         queue,
         clock,
         table,
+        recording,
+        ids,
+        config,
         _dir: dir,
     }
 }
 
 impl Fixture {
+    /// Another warm instance of the service on the same table and queue,
+    /// with its own caches (as another Lambda function's would be).
+    fn instance(&self) -> Arc<FeedService> {
+        Arc::new(FeedService::new(
+            self.table.clone(),
+            self.queue.clone(),
+            self.ids.clone(),
+            self.clock.clone(),
+            self.config.clone(),
+        ))
+    }
+
     /// Runs every queued fan-out job (and the continuations they queue).
     async fn drain(&self) -> Vec<FanoutOutcome> {
         let mut outcomes = Vec::new();
@@ -830,6 +926,7 @@ async fn a_feed_page_costs_one_query_per_source_and_one_batch_read() {
     );
     f.feed.cache().clear();
 
+    f.recording.take_batches();
     let before = f.table.metrics();
     let page = f.read("reader", 20, None).await;
     assert_eq!(page.posts.len(), 20);
@@ -842,6 +939,30 @@ async fn a_feed_page_costs_one_query_per_source_and_one_batch_read() {
             ..TableStats::default()
         },
         "the feed and star's timeline, one batch read, and the first read's activity"
+    );
+    let batches = f.recording.take_batches();
+    assert_eq!(batches.len(), 1);
+    let mut authors: Vec<&Key> = batches[0].iter().filter(|k| !is_post(k)).collect();
+    authors.sort();
+    assert_eq!(
+        authors,
+        vec![
+            &profile_key("ann"),
+            &profile_key("ben"),
+            &profile_key("star")
+        ],
+        "the posts the cache lacks and the page's three authors"
+    );
+    let stored = |page: &FeedPage| {
+        page.posts
+            .iter()
+            .filter(|p| p.author.user_id != "star")
+            .count()
+    };
+    assert_eq!(
+        batches[0].iter().filter(|k| is_post(k)).count(),
+        stored(&page),
+        "the stored entries' posts; star's came whole from its timeline"
     );
     assert!(page.posts.iter().any(|p| p.author.user_id == "star"));
     assert!(
@@ -858,10 +979,19 @@ async fn a_feed_page_costs_one_query_per_source_and_one_batch_read() {
         delta(before, f.table.metrics()),
         TableStats {
             queries: 2,
+            reads: 1,
             ..TableStats::default()
         },
-        "cached posts and authors: no item read"
+        "cached posts: the same two queries and one batch read of the authors"
     );
+    let batches = f.recording.take_batches();
+    assert_eq!(batches.len(), 1);
+    assert!(
+        !batches[0].iter().any(is_post),
+        "no post item read: {:?}",
+        batches[0]
+    );
+    assert_eq!(batches[0].len(), 3, "ann's, ben's and star's profiles");
 
     let before = f.table.metrics();
     let next = f.read("reader", 20, page.next_before).await;
@@ -873,7 +1003,15 @@ async fn a_feed_page_costs_one_query_per_source_and_one_batch_read() {
             reads: 1,
             ..TableStats::default()
         },
-        "the next page: the same two queries and one batch read of its posts"
+        "the next page: the same two queries and one batch read of its posts, \
+         authors and the reader's meta"
+    );
+    let batches = f.recording.take_batches();
+    assert_eq!(batches.len(), 1);
+    assert!(batches[0].contains(&meta_key("reader")), "the state check");
+    assert_eq!(
+        batches[0].iter().filter(|k| is_post(k)).count(),
+        stored(&next)
     );
     assert!(ids(&next)[0] < *ids(&page).last().unwrap());
 
@@ -905,6 +1043,257 @@ async fn a_feed_page_costs_one_query_per_source_and_one_batch_read() {
         .await
         .unwrap();
     assert_eq!(ids(&poll), vec![fresh]);
+}
+
+/// Two instances (two Lambda functions) on one table: a post deleted
+/// through one leaves the other's feed, post lookup and author timeline at
+/// their next read, though the other cached it; and the profile's list of
+/// recent deletions stays pruned and bounded.
+#[tokio::test]
+async fn a_post_deleted_through_one_instance_leaves_another_instances_reads_at_once() {
+    let f = fixture(&[]);
+    let warm = f.instance();
+    f.feed.follow("bob", "ann").await.unwrap();
+    let keep = f.post("ann", "keep").await;
+    let doomed = f.post("ann", "doomed").await;
+    let top = f.post("ann", "top").await;
+    f.drain().await;
+
+    // The warm instance caches the posts (feed, lookup, timeline) and
+    // bob's state (a later page).
+    let page = warm.read_feed("bob", FeedQuery::limit(20)).await.unwrap();
+    assert_eq!(ids(&page), vec![top, doomed, keep]);
+    let later = warm
+        .read_feed("bob", FeedQuery::limit(20).before(Some(top)))
+        .await
+        .unwrap();
+    assert_eq!(ids(&later), vec![doomed, keep]);
+    assert!(
+        warm.get_post(Some("bob"), &doomed.to_string())
+            .await
+            .is_ok()
+    );
+    let timeline = warm
+        .list_user_posts(Some("bob"), "ann", FeedQuery::limit(20))
+        .await
+        .unwrap();
+    assert_eq!(ids(&timeline), vec![top, doomed, keep]);
+
+    f.feed
+        .delete_post("ann", &doomed.to_string())
+        .await
+        .unwrap();
+
+    let page = warm.read_feed("bob", FeedQuery::limit(20)).await.unwrap();
+    assert_eq!(
+        ids(&page),
+        vec![top, keep],
+        "the warm instance's next first page"
+    );
+    let later = warm
+        .read_feed("bob", FeedQuery::limit(20).before(Some(top)))
+        .await
+        .unwrap();
+    assert_eq!(ids(&later), vec![keep], "and its next later page");
+    assert_eq!(
+        code(warm.get_post(Some("bob"), &doomed.to_string()).await),
+        "post_not_found"
+    );
+    assert_eq!(
+        code(warm.get_post(None, &doomed.to_string()).await),
+        "post_not_found"
+    );
+    let timeline = warm
+        .list_user_posts(Some("bob"), "ann", FeedQuery::limit(20))
+        .await
+        .unwrap();
+    assert_eq!(ids(&timeline), vec![top, keep]);
+    // The author's own feed, read through yet another warm instance.
+    let third = f.instance();
+    assert_eq!(
+        ids(&third.read_feed("ann", FeedQuery::limit(20)).await.unwrap()),
+        vec![top, keep]
+    );
+
+    // The list on the profile: pruned past twice the cache TTLs, bounded.
+    let deletions = || async {
+        let item = f
+            .table
+            .get(&profile_key("ann"), Consistency::Strong)
+            .await
+            .unwrap()
+            .unwrap();
+        get_str(&item, "recentDeletes")
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(deletions().await.starts_with(&format!("{doomed}:")));
+    let ttl = f.config.cache_ttl.max(f.config.state_ttl).as_millis() as u64;
+    f.clock.advance(2 * ttl + 1);
+    let mut last = None;
+    for i in 0..205 {
+        let id = f.post("ann", &format!("n{i}")).await;
+        f.feed.delete_post("ann", &id.to_string()).await.unwrap();
+        last = Some(id);
+    }
+    let raw = deletions().await;
+    let listed: Vec<&str> = raw.split(',').collect();
+    assert_eq!(listed.len(), 200, "at most 200 deletions are remembered");
+    assert!(
+        !raw.contains(&format!("{doomed}:")),
+        "the old one was pruned"
+    );
+    assert!(listed[199].starts_with(&format!("{}:", last.unwrap())));
+    assert_eq!(f.feed.get_user("ann").await.unwrap().posts, 2);
+    assert_eq!(
+        code(f.feed.delete_post("ann", &doomed.to_string()).await),
+        "post_not_found"
+    );
+}
+
+/// Two instances on one table: an unfollow, a follow and a block through
+/// one show on the other's next later page (`before=`), though the other
+/// cached the reader's state with the first page; the page after costs the
+/// usual again.
+#[tokio::test]
+async fn an_unfollow_through_one_instance_shows_on_another_instances_next_page() {
+    let f = fixture(&[]);
+    let warm = f.instance();
+    f.feed.follow("bob", "ann").await.unwrap();
+    f.feed.follow("bob", "cy").await.unwrap();
+    // Older posts below the pages looked at: no page reaches the bottom of
+    // the stored window (which would add the timeline merge's requests).
+    for i in 0..10 {
+        f.post("cy", &format!("old {i}")).await;
+    }
+    for i in 0..4 {
+        f.post("cy", &format!("cy {i}")).await;
+        f.post("ann", &format!("ann {i}")).await;
+    }
+    f.drain().await;
+    let authors = |page: &FeedPage| -> Vec<String> {
+        page.posts
+            .iter()
+            .map(|p| p.author.user_id.clone())
+            .collect()
+    };
+
+    let first = warm.read_feed("bob", FeedQuery::limit(2)).await.unwrap();
+    assert_eq!(first.posts.len(), 2);
+    let below = first.next_before;
+    assert!(f.feed.unfollow("bob", "ann").await.unwrap());
+    let before = f.table.metrics();
+    let next = warm
+        .read_feed("bob", FeedQuery::limit(3).before(below))
+        .await
+        .unwrap();
+    assert_eq!(authors(&next), vec!["cy"; 3], "unfollowed elsewhere");
+    assert_eq!(
+        delta(before, f.table.metrics()),
+        TableStats {
+            queries: 4,
+            reads: 2,
+            ..TableStats::default()
+        },
+        "right after a change: the page (a query and the batch read that finds the \
+         new stateVersion), the markers, then the page again (whose first 5 entries \
+         hold 3 of ann's, so a second query of the stored feed) and its batch read"
+    );
+    let before = f.table.metrics();
+    let again = warm
+        .read_feed("bob", FeedQuery::limit(3).before(below))
+        .await
+        .unwrap();
+    assert_eq!(again, next);
+    assert_eq!(
+        delta(before, f.table.metrics()),
+        TableStats {
+            queries: 2,
+            reads: 1,
+            ..TableStats::default()
+        },
+        "unchanged: the stored feed (twice, for the hidden entries) and one batch read"
+    );
+
+    // Followed again elsewhere: ann's posts show again (backfilled).
+    f.feed.follow("bob", "ann").await.unwrap();
+    let next = warm
+        .read_feed("bob", FeedQuery::limit(3).before(below))
+        .await
+        .unwrap();
+    assert_eq!(
+        authors(&next),
+        vec!["ann", "cy", "ann"],
+        "followed again elsewhere"
+    );
+
+    // cy blocks bob elsewhere: cy's posts go from bob's next page.
+    assert!(f.feed.block("cy", "bob").await.unwrap());
+    let next = warm
+        .read_feed("bob", FeedQuery::limit(3).before(below))
+        .await
+        .unwrap();
+    assert_eq!(authors(&next), vec!["ann"; 3], "blocked elsewhere");
+    // Unblocking bumps the state too (nothing shows again: the follow
+    // ended with the block).
+    let meta = |f: &Fixture| {
+        let table = f.table.clone();
+        async move {
+            let item = table
+                .get(&meta_key("bob"), Consistency::Strong)
+                .await
+                .unwrap()
+                .unwrap();
+            hanul_shared::ports::table::get_i64(&item, "stateVersion").unwrap()
+        }
+    };
+    let version = meta(&f).await;
+    assert!(f.feed.unblock("cy", "bob").await.unwrap());
+    assert_eq!(meta(&f).await, version + 1);
+    assert!(!f.feed.unblock("cy", "bob").await.unwrap());
+    assert_eq!(
+        meta(&f).await,
+        version + 1,
+        "nothing removed, nothing bumped"
+    );
+    let next = warm
+        .read_feed("bob", FeedQuery::limit(3).before(below))
+        .await
+        .unwrap();
+    assert_eq!(authors(&next), vec!["ann"; 3]);
+}
+
+/// A hot account followed through one instance is merged on another
+/// instance's next later page (the follow's marker bumps the state).
+#[tokio::test]
+async fn a_hot_follow_through_one_instance_shows_on_another_instances_next_page() {
+    let f = fixture(&[("FEED_HOT_THRESHOLD", "2")]);
+    let warm = f.instance();
+    for u in ["x1", "x2", "x3"] {
+        f.feed.follow(u, "star").await.unwrap();
+    }
+    f.post("star", "warm up").await;
+    f.drain().await;
+    f.feed.follow("bob", "ann").await.unwrap();
+    let mut last = None;
+    for i in 0..3 {
+        last = Some(f.post("ann", &format!("ann {i}")).await);
+        f.post("star", &format!("star {i}")).await;
+    }
+    f.drain().await;
+    let first = warm.read_feed("bob", FeedQuery::limit(1)).await.unwrap();
+    assert_eq!(ids(&first), vec![last.unwrap()]);
+    f.feed.follow("bob", "star").await.unwrap();
+    let next = warm
+        .read_feed("bob", FeedQuery::limit(20).before(first.next_before))
+        .await
+        .unwrap();
+    let stars = next
+        .posts
+        .iter()
+        .filter(|p| p.author.user_id == "star")
+        .count();
+    assert!(stars >= 3, "star's posts merged: {:?}", ids(&next));
 }
 
 #[tokio::test]

@@ -2,6 +2,14 @@
 //! known to be gone: ids are never reused, so a miss stays a miss), author
 //! profiles, and each reader's feed state (hot and hidden accounts) for the
 //! pages after the first. Bounded in entries, each kind for its TTL.
+//!
+//! Every function instance has its own cache, and a change made through one
+//! must show in all of them at the next read, so nothing here is trusted
+//! alone: a cached post is shown only if its author's profile, read with
+//! every page, does not list it as recently deleted; a cached reader state
+//! is used only if its `stateVersion` is the meta's, read with every later
+//! page. The feed read never serves profiles from here (follow lists and
+//! publish answers do, for `FEED_CACHE_TTL_SECONDS`).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -14,6 +14,8 @@
 //!    are fanned out again, while the markers are retired rather than
 //!    removed: readers keep merging the posts of the hot period (which no
 //!    fan-out wrote) until the trimmer finds them below the stored window.
+//!    Markers are written 50 to a transaction, each with a bump of its
+//!    reader's `stateVersion` (see `read`).
 //! 3. reads one page of followers (one query), their activity (batch reads
 //!    of 100), and writes one entry per active follower (batch writes of 25,
 //!    retried). Entries are keyed by post id, so a repeat overwrites, never
@@ -36,6 +38,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::FeedError;
+use super::graph::bump;
 use super::keys::{
     ENTRY_PREFIX, OUTBOX_SHARDS, entry_key, feed_pk, followers_pk, hide_key, hot_key, id_of,
     id_range, meta_key, outbox_pk, post_key, profile_key, progress_key,
@@ -45,7 +48,7 @@ use super::service::FeedService;
 use crate::http::emf::Metrics;
 use crate::ports::queue::{OutgoingMessage, QueueSpec};
 use crate::ports::table::{
-    CmpOp, Condition, Cursor, Key, Query, TableError, Update, get_i64, get_str, num, s,
+    CmpOp, Condition, Cursor, Item, Key, Query, TableError, TxOp, Update, get_i64, get_str, num, s,
 };
 
 pub const FANOUT_QUEUE: &str = "feed-fanout";
@@ -312,7 +315,7 @@ impl FeedService {
                         m
                     })
                     .collect();
-                self.batch_put_all(items).await?;
+                self.put_markers(items, users).await?;
                 outcome.markers += users.len();
                 return Ok(());
             }
@@ -329,7 +332,7 @@ impl FeedService {
                         m
                     })
                     .collect();
-                self.batch_put_all(items).await?;
+                self.put_markers(items, users).await?;
                 outcome.markers += users.len();
             }
             Markers::None => {}
@@ -361,6 +364,24 @@ impl FeedService {
             if sampled(id, u, self.config.trim_every) {
                 self.trim_quietly(u).await;
             }
+        }
+        Ok(())
+    }
+
+    /// Writes hot markers, each with its reader's state-version bump, in
+    /// transactions of 50 markers: warm instances that cached a reader's
+    /// state see the change at its next page.
+    async fn put_markers(&self, items: Vec<Item>, users: &[String]) -> Result<(), FeedError> {
+        for (markers, users) in items.chunks(50).zip(users.chunks(50)) {
+            let mut ops = Vec::with_capacity(2 * markers.len());
+            for (item, user) in markers.iter().zip(users) {
+                ops.push(TxOp::Put {
+                    item: item.clone(),
+                    condition: None,
+                });
+                ops.push(bump(user));
+            }
+            self.transact(ops).await?;
         }
         Ok(())
     }

@@ -9,6 +9,12 @@
 //! An unfollow is the mirror image with a conditional delete. A block ends
 //! both follows in one transaction that also checks the edges it found
 //! absent are still absent, so a racing follow cannot survive it.
+//!
+//! Every change of what a reader may see (follow, unfollow, block, unblock,
+//! and the hot markers written at a follow or by the fan-out) adds 1 to
+//! `stateVersion` on the reader's feed meta in the same transaction, so a
+//! warm instance that cached the reader's state sees the change at its next
+//! page (`read`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,7 +26,7 @@ use super::keys::{
 };
 use super::model::{
     DEFAULT_LIST_PAGE, ListQuery, MAX_ID, MAX_PAGE, Post, Profile, ProfileRecord, PutProfile,
-    UserList, UserProfile, check_user_id, parse_limit,
+    STATE_VERSION, UserList, UserProfile, check_user_id, parse_limit,
 };
 use super::service::FeedService;
 use crate::ports::table::{
@@ -33,6 +39,16 @@ use crate::ports::table::{
 pub enum FollowOutcome {
     Followed,
     AlreadyFollowing,
+}
+
+/// Bumps `user`'s reader-state version (in the same transaction as the
+/// change): every instance's next page of `user`'s feed sees it.
+pub(super) fn bump(user: &str) -> TxOp {
+    TxOp::Update {
+        key: meta_key(user),
+        update: Update::new().add(STATE_VERSION, 1),
+        condition: None,
+    }
 }
 
 /// Retries of a block whose view of the edges changed under it.
@@ -116,9 +132,12 @@ impl FeedService {
                 condition: None,
             },
             // Following someone is activity: the fan-out writes to them.
+            // The new reader state shows in every instance at its next page.
             TxOp::Update {
                 key: meta_key(caller),
-                update: Update::new().set("activeAt", num(now)),
+                update: Update::new()
+                    .set("activeAt", num(now))
+                    .add(STATE_VERSION, 1),
                 condition: None,
             },
         ];
@@ -150,7 +169,15 @@ impl FeedService {
         if followee.hot {
             let mut marker = hot_key(caller, target).to_item();
             marker.insert("since".into(), num(now));
-            self.table.put(marker, None).await?;
+            self.transact(vec![
+                TxOp::Put {
+                    item: marker,
+                    condition: None,
+                },
+                bump(caller),
+            ])
+            .await?;
+            self.cache.forget_state(caller);
         } else if self.config.backfill > 0 {
             self.backfill(caller, target).await?;
         }
@@ -219,6 +246,7 @@ impl FeedService {
                 key: hot_key(caller, target),
                 condition: None,
             },
+            bump(caller),
         ];
         match self.transact(ops).await {
             Ok(()) => {
@@ -286,6 +314,9 @@ impl FeedService {
                     condition: None,
                 });
             }
+            // Both readers' states change (hide and hot markers).
+            ops.push(bump(caller));
+            ops.push(bump(target));
             for (user, (following, followers)) in deltas {
                 let mut update = Update::new();
                 if following != 0 {
@@ -315,16 +346,25 @@ impl FeedService {
     }
 
     /// `DELETE /api/v1/me/blocks/{userId}`. Follows ended by the block stay
-    /// ended. Returns whether a block was removed.
+    /// ended. Returns whether a block was removed. One transaction: the
+    /// block and both readers' state versions.
     pub async fn unblock(&self, caller: &str, target: &str) -> Result<bool, FeedError> {
         check_pair(caller, target, "cannot_block_self")?;
-        match self
-            .table
-            .delete(&block_key(caller, target), Some(Condition::Exists))
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(TableError::ConditionFailed { .. }) => Ok(false),
+        let ops = vec![
+            TxOp::Delete {
+                key: block_key(caller, target),
+                condition: Some(Condition::Exists),
+            },
+            bump(caller),
+            bump(target),
+        ];
+        match self.transact(ops).await {
+            Ok(()) => {
+                self.cache.forget_state(caller);
+                self.cache.forget_state(target);
+                Ok(true)
+            }
+            Err(TableError::TransactionCanceled { failed }) if failed.contains(&0) => Ok(false),
             Err(e) => Err(e.into()),
         }
     }

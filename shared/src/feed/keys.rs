@@ -4,7 +4,7 @@
 //!
 //! | item | pk | sk | attributes |
 //! | --- | --- | --- | --- |
-//! | profile + counters | `user#<u>` | `profile` | displayName, bio, avatarMediaId, followers, following, posts (ADD counters), lastPostId, hot |
+//! | profile + counters | `user#<u>` | `profile` | displayName, bio, avatarMediaId, followers, following, posts (ADD counters), lastPostId, hot, recentDeletes |
 //! | follow edge | `following#<u>` | `<followee>` | followedAt |
 //! | reverse edge | `followers#<followee>` | `<u>` | followedAt |
 //! | block | `block#<blocker>` | `<blocked>` | blockedAt |
@@ -12,7 +12,7 @@
 //! | author timeline | `posts#<author>` | `p#<id19>` | the post's attributes again |
 //! | idempotency key | `idem#<author>#<key>` | `idem` | the post's attributes, ttl |
 //! | feed entry | `feed#<u>` | `e#<id19>` | postId, authorId |
-//! | feed meta | `feed#<u>` | `~meta` | lastReadAt, activeAt, stale, floor |
+//! | feed meta | `feed#<u>` | `~meta` | lastReadAt, activeAt, stale, floor, stateVersion (ADD) |
 //! | followed hot account | `feed#<u>` | `~hot#<author>` | since |
 //! | hidden account | `feed#<u>` | `~hide#<author>` | at |
 //! | outbox (fan-out job) | `outbox#<id mod 8>` | `<id19>` | job, createdAt |

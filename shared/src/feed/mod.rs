@@ -9,6 +9,12 @@
 //! layout), `graph` (follows, blocks, profiles), `service` (posts),
 //! `fanout` (the worker logic, trimming, the outbox sweeper), `read` (the
 //! feed read), `cache` (posts, profiles, per-reader feed state).
+//!
+//! Each function instance (a Lambda each) has its own service and caches;
+//! writes leave what every other instance needs to notice them at its next
+//! read in the table itself: deletions on the author's profile
+//! (`recentDeletes`), reader-state changes as `stateVersion` on the
+//! reader's feed meta (see `read` and `cache`).
 
 mod cache;
 mod error;
@@ -86,10 +92,14 @@ pub struct FeedConfig {
     pub merge_concurrency: usize,
     /// `FEED_CACHE_CAPACITY`: posts (and, separately, profiles) cached.
     pub cache_capacity: u64,
-    /// `FEED_CACHE_TTL_SECONDS`: how long a cached post or profile is used.
+    /// `FEED_CACHE_TTL_SECONDS`: how long a cached post or profile is used
+    /// (a post only while its author's profile, read with every page, does
+    /// not list it deleted). Profiles remember deletions for twice the
+    /// longer of this and `FEED_STATE_TTL_SECONDS`.
     pub cache_ttl: Duration,
     /// `FEED_STATE_TTL_SECONDS`: how long a reader's hot and hidden
-    /// accounts are reused by the pages after their first.
+    /// accounts are reused by the pages after their first (while the
+    /// meta's `stateVersion`, read with each such page, is unchanged).
     pub state_ttl: Duration,
     /// `FEED_OUTBOX_GRACE_SECONDS`: the sweeper leaves a fresh outbox item
     /// this long to the publish that wrote it.

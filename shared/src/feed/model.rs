@@ -485,6 +485,10 @@ pub(crate) struct ProfileRecord {
     pub last_post_id: Option<u64>,
     /// Marked hot by the fan-out: not fanned out, merged at read.
     pub hot: bool,
+    /// `recentDeletes`: (post id, deleted at ms) of this author's latest
+    /// deletions, oldest first, so that every instance drops a deleted post
+    /// its own cache still holds (see `service::delete_post`).
+    pub recent_deletes: Vec<(u64, u64)>,
 }
 
 impl ProfileRecord {
@@ -501,6 +505,7 @@ impl ProfileRecord {
             posts: 0,
             last_post_id: None,
             hot: false,
+            recent_deletes: Vec::new(),
         }
     }
 
@@ -524,7 +529,16 @@ impl ProfileRecord {
                 .filter(|v| *v > 0)
                 .map(|v| v as u64),
             hot: get_i64(item, "hot") == Some(1),
+            recent_deletes: get_str(item, RECENT_DELETES)
+                .map(parse_deletes)
+                .unwrap_or_default(),
         }
+    }
+
+    /// Whether this author deleted post `id` lately (ids are never reused,
+    /// so a listed id is gone for good).
+    pub fn deleted(&self, id: u64) -> bool {
+        self.recent_deletes.iter().any(|(p, _)| *p == id)
     }
 
     pub fn author(&self) -> Author {
@@ -543,6 +557,53 @@ impl ProfileRecord {
             posts: self.posts,
         }
     }
+}
+
+/// The profile attribute listing an author's recent deletions.
+pub(crate) const RECENT_DELETES: &str = "recentDeletes";
+/// Deletions a profile remembers at most (about 34 bytes each: a few KB of
+/// the 400 KB item limit).
+pub(crate) const MAX_RECENT_DELETES: usize = 200;
+/// The feed-meta counter every change of what a reader may see bumps.
+pub(crate) const STATE_VERSION: &str = "stateVersion";
+
+/// `recentDeletes` as stored: `<id>:<ms>` pairs joined by `,`, oldest
+/// first. A malformed pair is skipped.
+pub(crate) fn parse_deletes(raw: &str) -> Vec<(u64, u64)> {
+    raw.split(',')
+        .filter_map(|pair| {
+            let (id, at) = pair.split_once(':')?;
+            Some((id.parse().ok()?, at.parse().ok()?))
+        })
+        .collect()
+}
+
+pub(crate) fn format_deletes(list: &[(u64, u64)]) -> String {
+    list.iter()
+        .map(|(id, at)| format!("{id}:{at}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The deletions to store after deleting `id` at `now`: the old list less
+/// the entries older than `keep_ms` (and any earlier entry of `id`), then
+/// `id`, cut to the newest `MAX_RECENT_DELETES`.
+pub(crate) fn with_deletion(
+    old: &[(u64, u64)],
+    id: u64,
+    now: u64,
+    keep_ms: u64,
+) -> Vec<(u64, u64)> {
+    let mut list: Vec<(u64, u64)> = old
+        .iter()
+        .copied()
+        .filter(|(p, at)| *p != id && at.saturating_add(keep_ms) > now)
+        .collect();
+    list.push((id, now));
+    if list.len() > MAX_RECENT_DELETES {
+        list.drain(..list.len() - MAX_RECENT_DELETES);
+    }
+    list
 }
 
 /// A followed hot account: its timeline is merged at read, up to `until`
@@ -568,6 +629,9 @@ pub(crate) struct FeedState {
     /// Entries below this id predate a rebuild: past the stored window.
     pub floor: Option<u64>,
     pub has_meta: bool,
+    /// The meta's `stateVersion`: a later page whose cached state has
+    /// another version than the stored meta reads the markers again.
+    pub version: u64,
 }
 
 impl FeedState {
@@ -580,6 +644,7 @@ impl FeedState {
             self.active_at = ms("activeAt");
             self.stale = get_i64(item, "stale") == Some(1);
             self.floor = ms("floor");
+            self.version = get_i64(item, STATE_VERSION).unwrap_or(0).max(0) as u64;
             self.has_meta = true;
         } else if let Some(author) = sk.strip_prefix(HOT_PREFIX) {
             self.hot.push(HotMarker {
@@ -697,6 +762,22 @@ mod tests {
         assert_eq!(json["id"], "1234567890123");
         assert_eq!(json["authorId"], "nina");
         assert_eq!(json["media"][0]["mediaId"], "m1");
+    }
+
+    #[test]
+    fn recent_deletions_round_trip_prune_and_stay_bounded() {
+        let list = with_deletion(&[], 7, 1_000, 500);
+        assert_eq!(parse_deletes(&format_deletes(&list)), vec![(7, 1_000)]);
+        let list = with_deletion(&[(5, 100), (6, 900)], 8, 1_000, 500);
+        assert_eq!(list, vec![(6, 900), (8, 1_000)], "the old entry is pruned");
+        let many: Vec<(u64, u64)> = (0..MAX_RECENT_DELETES as u64).map(|i| (i, 1_000)).collect();
+        let list = with_deletion(&many, 9_999, 1_000, 500);
+        assert_eq!(list.len(), MAX_RECENT_DELETES);
+        assert_eq!(list.last(), Some(&(9_999, 1_000)));
+        assert_eq!(list[0], (1, 1_000), "the oldest goes first");
+        assert!(format_deletes(&list).len() < 10 * 1024);
+        assert_eq!(parse_deletes("1:2,bad,3:x,4:5"), vec![(1, 2), (4, 5)]);
+        assert!(parse_deletes("").is_empty());
     }
 
     #[test]

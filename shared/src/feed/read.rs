@@ -4,7 +4,12 @@
 //!   A first page (no `before`) reads from the top of the partition, so the
 //!   same query returns the reader's meta item and hot and hide markers
 //!   (they sort above the entries); later pages reuse the state cached by
-//!   the first (`FEED_STATE_TTL_SECONDS`), or read the markers once;
+//!   the first (`FEED_STATE_TTL_SECONDS`), or read the markers once. A
+//!   reused state is checked: the page's batch read also gets the reader's
+//!   meta, and if its `stateVersion` (bumped by every follow, unfollow,
+//!   block, unblock and hot-marker change, in any instance) is not the
+//!   cached one, the markers are read again and the page is assembled anew
+//!   with them;
 //! - one timeline query per followed hot account (not fanned out);
 //! - past the bottom of the stored window, the followed accounts' own
 //!   timelines (`merge_timelines`), so scrolling goes on while older
@@ -13,16 +18,27 @@
 //! Pages are id ranges (`after < id < before`), never offsets: posts that
 //! arrive between two pages fall outside the older page's range, so a walk
 //! sees each post once. Entries of hidden accounts (unfollowed, blocked)
-//! are dropped at read and removed later by the trimmer; deleted posts no
-//! longer hydrate. Hydration takes posts and profiles from the cache and
-//! the rest in one batch read.
+//! are dropped at read and removed later by the trimmer. Hydration takes
+//! posts from the cache and, in one batch read, the uncached posts, the
+//! page's authors' profiles (always: never from the cache) and, on a later
+//! page with a cached state, the reader's meta. A post missing from the
+//! table, or listed in its author's `recentDeletes` (written by the
+//! deleting transaction), is dropped and marked gone in this instance's
+//! cache, so a deletion through another instance shows at the next read.
+//! A store failure fails the page; profiles are not served from the cache
+//! in its place.
 //!
 //! Table requests for a page of 20: one query of the stored feed, one query
-//! per followed hot account, at most one batch read of the uncached posts
-//! and authors, and a write of the reader's activity at most once per
-//! `FEED_ACTIVITY_REFRESH_SECONDS`. A page that filters out more than a few
-//! entries, a later page whose reader state is not cached, and a page that
-//! reaches the bottom of the stored window cost more.
+//! per followed hot account, exactly one batch read (the uncached posts, the
+//! authors, and on a later page the reader's meta; a page whose posts are
+//! all cached reads no post item), and a write of the reader's activity at
+//! most once per `FEED_ACTIVITY_REFRESH_SECONDS`. A page with no posts to
+//! show needs no batch read (a first page) or one of the meta alone (a
+//! later page). More: a page that filters out more than a few entries; a
+//! later page whose reader state is not cached (one more query, of the
+//! markers); a later page right after a change of the reader's state (the
+//! markers query, then the page again: its queries and a batch read of the
+//! authors); and a page that reaches the bottom of the stored window.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -32,12 +48,12 @@ use futures::future::join_all;
 use super::FeedError;
 use super::cache::CachedPost;
 use super::keys::{
-    ENTRY_PREFIX, TIMELINE_PREFIX, entry_key, feed_pk, id_of, id_range, meta_key, post_key,
-    profile_key, timeline_pk,
+    ENTRY_PREFIX, META_SK, TIMELINE_PREFIX, entry_key, feed_pk, id_of, id_range, meta_key,
+    post_key, profile_key, timeline_pk,
 };
 use super::model::{
     DEFAULT_PAGE, FeedPage, FeedPost, FeedQuery, FeedState, MAX_ID, MAX_PAGE, Post, PostId,
-    ProfileRecord, check_user_id, parse_limit,
+    ProfileRecord, STATE_VERSION, check_user_id, parse_limit,
 };
 use super::service::{FeedService, bounds};
 use crate::ports::table::{Cursor, Item, Key, Query, SortKey, Update, get_str, num, s};
@@ -175,19 +191,32 @@ impl FeedService {
         };
         let first = before.is_none();
         let mut rebuilt = false;
+        // A later page whose cached state turned out stale reads it again.
+        let mut reload = false;
         loop {
             let mut stored = Source::new(Kind::Stored, SortKey::All);
             stored.lo = lo;
             // Not bounded below by `after`: seeing an older entry is how a
             // poll knows the window covers it without the fallback.
+            // `verify`: the state came from the cache, so the page's batch
+            // read takes the reader's meta along to check its version.
+            let mut verify = false;
             let state = if first {
                 stored.sort = SortKey::Ge(ENTRY_PREFIX.to_owned());
                 let state = self.first_fill(reader, &mut stored, limit).await?;
                 self.cache.put_state(reader, Arc::new(state.clone()));
                 state
             } else {
-                let state = match self.cache.state(reader) {
-                    Some(s) => (*s).clone(),
+                let cached = if reload {
+                    None
+                } else {
+                    self.cache.state(reader)
+                };
+                let state = match cached {
+                    Some(s) => {
+                        verify = true;
+                        (*s).clone()
+                    }
                     None => {
                         let s = self.load_markers(reader).await?;
                         self.cache.put_state(reader, Arc::new(s.clone()));
@@ -211,9 +240,17 @@ impl FeedService {
             if first {
                 self.touch(reader, &state).await;
             }
-            return self
-                .assemble(reader, limit, (lo, hi), after, &state, stored)
-                .await;
+            match self
+                .assemble(reader, limit, (lo, hi), after, &state, verify, stored)
+                .await?
+            {
+                Some(page) => return Ok(page),
+                None => {
+                    // Changed elsewhere since this instance cached it.
+                    self.cache.forget_state(reader);
+                    reload = true;
+                }
+            }
         }
     }
 
@@ -352,7 +389,10 @@ impl FeedService {
         }
     }
 
-    /// Merges the sources into one page and hydrates it.
+    /// Merges the sources into one page and hydrates it. With `verify`,
+    /// the first batch read also gets the reader's meta; `None` when its
+    /// `stateVersion` is not `state`'s (read the state again).
+    #[allow(clippy::too_many_arguments)]
     async fn assemble(
         &self,
         reader: &str,
@@ -360,8 +400,9 @@ impl FeedService {
         range: (u64, u64),
         after: Option<PostId>,
         state: &FeedState,
+        verify: bool,
         stored: Source,
-    ) -> Result<FeedPage, FeedError> {
+    ) -> Result<Option<FeedPage>, FeedError> {
         let mut sources = vec![stored];
         // Each followed hot account over the part of the range its marker
         // covers (a retired marker stops at its `until`).
@@ -402,6 +443,8 @@ impl FeedService {
         let mut lowest: Option<u64> = None;
         let mut exhausted = false;
         let mut fallback = false;
+        let mut profiles: HashMap<String, Arc<ProfileRecord>> = HashMap::new();
+        let mut verify = verify.then_some(reader);
         for _ in 0..MAX_ROUNDS {
             let need = limit - page.len();
             let mut picked = Vec::with_capacity(need);
@@ -446,12 +489,16 @@ impl FeedService {
                 lowest = Some(cand.id());
                 picked.push(cand);
             }
-            page.extend(self.hydrate(picked).await?);
+            let (posts, version) = self.hydrate(picked, &mut profiles, verify.take()).await?;
+            if version.is_some_and(|v| v != state.version) {
+                return Ok(None);
+            }
+            page.extend(posts);
             if exhausted || page.len() >= limit {
                 break;
             }
         }
-        Ok(FeedPage {
+        Ok(Some(FeedPage {
             newest_id: page.first().map(|p| p.post.id).or(after),
             next_before: if exhausted {
                 None
@@ -459,75 +506,78 @@ impl FeedService {
                 lowest.map(PostId::from_u64)
             },
             posts: page,
-        })
+        }))
     }
 
-    /// Posts and authors for the picked candidates: the cache, then one
-    /// batch read of the rest. Deleted posts drop out.
-    async fn hydrate(&self, picked: Vec<Cand>) -> Result<Vec<FeedPost>, FeedError> {
-        if picked.is_empty() {
-            return Ok(Vec::new());
+    /// Posts and authors for the picked candidates: posts from the cache,
+    /// then one batch read of the uncached posts, the authors' profiles
+    /// (always read: they list the authors' recent deletions, which another
+    /// instance may have made; `profiles` keeps them for the page's later
+    /// rounds) and, with `meta_of`, the reader's meta, whose `stateVersion`
+    /// is returned. Deleted posts drop out, and leave the cache.
+    async fn hydrate(
+        &self,
+        picked: Vec<Cand>,
+        profiles: &mut HashMap<String, Arc<ProfileRecord>>,
+        meta_of: Option<&str>,
+    ) -> Result<(Vec<FeedPost>, Option<u64>), FeedError> {
+        if picked.is_empty() && meta_of.is_none() {
+            return Ok((Vec::new(), None));
         }
         let mut posts: HashMap<u64, Arc<Post>> = HashMap::new();
-        let mut gone: HashSet<u64> = HashSet::new();
         let mut want_posts = Vec::new();
         let mut authors: Vec<String> = Vec::new();
         for c in &picked {
             match c {
                 Cand::Post(p) => {
-                    self.cache.put_post(p.clone());
                     posts.insert(p.id.value(), p.clone());
                 }
                 Cand::Entry { id, .. } => match self.cache.post(*id) {
                     Some(CachedPost::Found(p)) => {
+                        if p.author_id != c.author() {
+                            authors.push(p.author_id.clone());
+                        }
                         posts.insert(*id, p);
                     }
-                    Some(CachedPost::Gone) => {
-                        gone.insert(*id);
-                    }
+                    Some(CachedPost::Gone) => continue,
                     None => want_posts.push(*id),
                 },
             }
-            if !gone.contains(&c.id()) {
-                authors.push(c.author().to_owned());
-            }
+            authors.push(c.author().to_owned());
         }
         authors.sort();
         authors.dedup();
-        let mut profiles: HashMap<String, Arc<ProfileRecord>> = HashMap::new();
-        let mut want_profiles = Vec::new();
-        for a in authors {
-            match self.cache.profile(&a) {
-                Some(p) => {
-                    profiles.insert(a, p);
-                }
-                None => want_profiles.push(a),
-            }
-        }
-        let keys: Vec<Key> = want_posts
+        authors.retain(|a| !profiles.contains_key(a));
+        let mut keys: Vec<Key> = want_posts
             .iter()
             .map(|id| post_key(*id))
-            .chain(want_profiles.iter().map(|a| profile_key(a)))
+            .chain(authors.iter().map(|a| profile_key(a)))
             .collect();
+        if let Some(reader) = meta_of {
+            keys.push(meta_key(reader));
+        }
+        let mut version = None;
         if !keys.is_empty() {
             let found = self.batch_get_all(keys).await?;
             for id in want_posts {
                 match found.get(&post_key(id)).and_then(Post::from_item) {
                     Some(p) => {
-                        let p = Arc::new(p);
-                        self.cache.put_post(p.clone());
-                        posts.insert(id, p);
+                        posts.insert(id, Arc::new(p));
                     }
-                    None => {
-                        self.cache.post_gone(id);
-                        gone.insert(id);
-                    }
+                    None => self.cache.post_gone(id),
                 }
             }
-            for a in want_profiles {
+            for a in authors {
                 let record = Arc::new(ProfileRecord::from_item(&a, found.get(&profile_key(&a))));
                 self.cache.put_profile(record.clone());
                 profiles.insert(a, record);
+            }
+            if let Some(reader) = meta_of {
+                let mut state = FeedState::default();
+                if let Some(meta) = found.get(&meta_key(reader)) {
+                    state.absorb(META_SK, meta);
+                }
+                version = Some(state.version);
             }
         }
         let mut out = Vec::with_capacity(picked.len());
@@ -535,7 +585,15 @@ impl FeedService {
             let Some(post) = posts.get(&c.id()) else {
                 continue;
             };
-            let author = match profiles.get(&post.author_id) {
+            let profile = profiles.get(&post.author_id);
+            if profile.is_some_and(|p| p.deleted(c.id())) {
+                // Deleted, maybe through another instance: this one's
+                // cached copy (or a lagging timeline's) goes too.
+                self.cache.post_gone(c.id());
+                continue;
+            }
+            self.cache.put_post(post.clone());
+            let author = match profile {
                 Some(p) => p.author(),
                 // An entry naming another author than its post: not written
                 // by this code, but answer correctly anyway.
@@ -546,7 +604,7 @@ impl FeedService {
                 author,
             });
         }
-        Ok(out)
+        Ok((out, version))
     }
 
     /// Records the read at most once per `FEED_ACTIVITY_REFRESH_SECONDS`.
@@ -604,7 +662,9 @@ impl FeedService {
             self.table
                 .update(
                     &meta_key(reader),
-                    Update::new().set("floor", num(oldest.id.value())),
+                    Update::new()
+                        .set("floor", num(oldest.id.value()))
+                        .add(STATE_VERSION, 1),
                     None,
                 )
                 .await?;

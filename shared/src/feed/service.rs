@@ -10,15 +10,16 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::cache::{CachedPost, FeedCache};
+use super::cache::FeedCache;
 use super::fanout::FanoutJob;
 use super::keys::{
-    TIMELINE_PREFIX, entry_key, id_of, id_range, idem_key, outbox_key, post_key, profile_key,
-    timeline_key, timeline_pk,
+    TIMELINE_PREFIX, block_key, entry_key, id_of, id_range, idem_key, outbox_key, post_key,
+    profile_key, timeline_key, timeline_pk,
 };
 use super::model::{
     Author, CreatePost, DEFAULT_PAGE, FeedPage, FeedPost, FeedQuery, MAX_PAGE, Post, PostId,
-    ProfileRecord, Published, check_user_id, parse_limit,
+    ProfileRecord, Published, RECENT_DELETES, check_user_id, format_deletes, parse_deletes,
+    parse_limit, with_deletion,
 };
 use super::{FeedConfig, FeedError, PostIds};
 use crate::http::emf::Metrics;
@@ -228,13 +229,16 @@ impl FeedService {
             .unwrap_or_else(|| ProfileRecord::empty(user).author()))
     }
 
-    /// A post through the cache (a miss is one read).
-    pub(super) async fn load_post(&self, id: PostId) -> Result<Option<Arc<Post>>, FeedError> {
-        match self.cache.post(id.value()) {
-            Some(CachedPost::Found(p)) => return Ok(Some(p)),
-            Some(CachedPost::Gone) => return Ok(None),
-            None => {}
-        }
+    /// How long a profile remembers a deletion: twice the longer of
+    /// `FEED_CACHE_TTL_SECONDS` and `FEED_STATE_TTL_SECONDS`, past the life
+    /// of any cached copy of the post in any instance.
+    pub(super) fn deletion_memory_ms(&self) -> u64 {
+        2 * self.config.cache_ttl.max(self.config.state_ttl).as_millis() as u64
+    }
+
+    /// The post item itself, read fresh (one read): another instance may
+    /// have deleted it since this one cached it. Updates the cache.
+    pub(super) async fn load_post_fresh(&self, id: PostId) -> Result<Option<Arc<Post>>, FeedError> {
         let item = self
             .table
             .get(&post_key(id.value()), Consistency::Strong)
@@ -402,7 +406,10 @@ impl FeedService {
     }
 
     /// `GET /api/v1/posts/{postId}`: missing, deleted, or by someone who
-    /// blocked the viewer (or whom the viewer blocked) is a 404.
+    /// blocked the viewer (or whom the viewer blocked) is a 404. The post is
+    /// read fresh (one read, never the cache: it may have been deleted
+    /// through another instance), then the blocks (one batch read) and the
+    /// author (cached).
     pub async fn get_post(
         &self,
         viewer: Option<&str>,
@@ -412,7 +419,10 @@ impl FeedService {
         if let Some(v) = viewer {
             check_user_id(v)?;
         }
-        let post = self.load_post(id).await?.ok_or(FeedError::PostNotFound)?;
+        let post = self
+            .load_post_fresh(id)
+            .await?
+            .ok_or(FeedError::PostNotFound)?;
         if let Some(v) = viewer
             && v != post.author_id
             && self.is_blocked_either_way(v, &post.author_id).await?
@@ -429,42 +439,76 @@ impl FeedService {
     /// `DELETE /api/v1/me/posts/{postId}`: the author's only; anyone else's
     /// or a missing post is a 404. The post leaves every feed at the next
     /// read: followers' entries stay until trimmed, but no longer hydrate.
+    ///
+    /// Other instances may still cache the post, so the same transaction
+    /// records the deletion on the author's profile (`recentDeletes`, see
+    /// `model::with_deletion`), which every feed read gets with the page's
+    /// authors: a listed post is dropped (and evicted) wherever it was
+    /// cached. The list is replaced under the condition that it is as read,
+    /// so concurrent deletions by one author retry rather than lose one.
     pub async fn delete_post(&self, caller: &str, post_id: &str) -> Result<(), FeedError> {
         check_user_id(caller)?;
         let id = PostId::parse(post_id)?;
-        let item = self
-            .table
-            .get(&post_key(id.value()), Consistency::Strong)
-            .await?;
-        let Some(post) = item.as_ref().and_then(Post::from_item) else {
-            return Err(FeedError::PostNotFound);
-        };
-        if post.author_id != caller {
-            return Err(FeedError::PostNotFound);
-        }
-        let ops = vec![
-            TxOp::Delete {
-                key: post_key(id.value()),
-                condition: Some(Condition::eq("authorId", s(caller))),
-            },
-            TxOp::Delete {
-                key: timeline_key(caller, id.value()),
-                condition: None,
-            },
-            TxOp::Delete {
-                key: entry_key(caller, id.value()),
-                condition: None,
-            },
-            TxOp::Update {
-                key: profile_key(caller),
-                update: Update::new().add("posts", -1),
-                condition: None,
-            },
-        ];
-        match self.transact(ops).await {
-            Ok(()) => {}
-            Err(TableError::TransactionCanceled { .. }) => return Err(FeedError::PostNotFound),
-            Err(e) => return Err(e.into()),
+        let (post, profile) = (post_key(id.value()), profile_key(caller));
+        let mut attempt = 0;
+        loop {
+            let found = self
+                .batch_get_all(vec![post.clone(), profile.clone()])
+                .await?;
+            let Some(stored) = found.get(&post).and_then(Post::from_item) else {
+                self.cache.post_gone(id.value());
+                return Err(FeedError::PostNotFound);
+            };
+            if stored.author_id != caller {
+                return Err(FeedError::PostNotFound);
+            }
+            let raw = found
+                .get(&profile)
+                .and_then(|i| get_str(i, RECENT_DELETES))
+                .map(str::to_owned);
+            let old = raw.as_deref().map(parse_deletes).unwrap_or_default();
+            let now = self.clock.now_ms();
+            let list = with_deletion(&old, id.value(), now, self.deletion_memory_ms());
+            let unchanged = match raw {
+                Some(r) => Condition::eq(RECENT_DELETES, s(r)),
+                None => Condition::AttrNotExists(RECENT_DELETES.into()),
+            };
+            let ops = vec![
+                TxOp::Delete {
+                    key: post.clone(),
+                    condition: Some(Condition::eq("authorId", s(caller))),
+                },
+                TxOp::Delete {
+                    key: timeline_key(caller, id.value()),
+                    condition: None,
+                },
+                TxOp::Delete {
+                    key: entry_key(caller, id.value()),
+                    condition: None,
+                },
+                TxOp::Update {
+                    key: profile.clone(),
+                    update: Update::new()
+                        .add("posts", -1)
+                        .set(RECENT_DELETES, s(format_deletes(&list))),
+                    condition: Some(unchanged),
+                },
+            ];
+            match self.transact(ops).await {
+                Ok(()) => break,
+                Err(TableError::TransactionCanceled { failed })
+                    if failed == [3] && attempt < TX_RETRIES =>
+                {
+                    // Another deletion of this author's changed the list.
+                    attempt += 1;
+                    backoff(attempt).await;
+                }
+                Err(TableError::TransactionCanceled { failed }) if failed.contains(&0) => {
+                    return Err(FeedError::PostNotFound);
+                }
+                Err(TableError::TransactionCanceled { .. }) => return Err(FeedError::Throttled),
+                Err(e) => return Err(e.into()),
+            }
         }
         self.cache.post_gone(id.value());
         Ok(())
@@ -472,7 +516,9 @@ impl FeedService {
 
     /// `GET /api/v1/users/{userId}/posts`: the author's timeline, newest
     /// first, paged by post id like the feed. Between blocked users it is
-    /// empty. One query (plus the author's profile on a cache miss).
+    /// empty. One batch read (the author's profile, fresh, and the blocks)
+    /// and one query; posts the profile lists as recently deleted are
+    /// dropped.
     pub async fn list_user_posts(
         &self,
         viewer: Option<&str>,
@@ -502,12 +548,23 @@ impl FeedService {
         let Some((lo, hi)) = bounds(before, after) else {
             return Ok(empty);
         };
+        // The author's profile, read fresh (its recent deletions), and the
+        // blocks between viewer and author: one batch read.
+        let mut keys = vec![profile_key(author)];
         if let Some(v) = viewer
             && v != author
-            && self.is_blocked_either_way(v, author).await?
         {
+            keys.extend([block_key(v, author), block_key(author, v)]);
+        }
+        let found = self.batch_get_all(keys).await?;
+        if found.keys().any(|k| k != &profile_key(author)) {
             return Ok(empty);
         }
+        let record = Arc::new(ProfileRecord::from_item(
+            author,
+            found.get(&profile_key(author)),
+        ));
+        self.cache.put_profile(record.clone());
         let page = self
             .table
             .query(
@@ -526,12 +583,22 @@ impl FeedService {
                     .is_some()
             })
             .filter_map(Post::from_item)
+            .filter(|p| {
+                // A timeline query answered just before a deletion's commit
+                // was seen (on DynamoDB an index can lag): the profile,
+                // read after it, lists it.
+                let gone = record.deleted(p.id.value());
+                if gone {
+                    self.cache.post_gone(p.id.value());
+                }
+                !gone
+            })
             .map(Arc::new)
             .collect();
         for p in &posts {
             self.cache.put_post(p.clone());
         }
-        let author = self.author(author).await?;
+        let author = record.author();
         let next_before = match (page.next, posts.last()) {
             (Some(_), Some(last)) => Some(last.id),
             _ => None,
