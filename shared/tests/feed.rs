@@ -1511,3 +1511,42 @@ async fn bad_input_is_refused_with_a_code_and_changes_nothing() {
     let blocked = ApiError::from(FeedError::Blocked);
     assert_eq!((blocked.status.as_u16(), blocked.code), (403, "blocked"));
 }
+
+#[tokio::test]
+async fn a_hot_turn_that_failed_part_way_is_resumed_by_the_redelivered_job() {
+    let f = fixture(&[("FEED_HOT_THRESHOLD", "3")]);
+    for u in ["f1", "f2", "f3", "f4"] {
+        f.feed.follow(u, "star").await.unwrap();
+    }
+    let p1 = f.post("star", "the post that turns the account hot").await;
+    // The first attempt flipped the flag, then failed before any marker was
+    // written (a throttled batch, a timeout): the profile says hot, by p1.
+    let flipped = hanul_shared::ports::table::Update::new()
+        .set("hot", hanul_shared::ports::table::num(1))
+        .set("hotBy", hanul_shared::ports::table::num(p1.value()));
+    f.table
+        .update(
+            &hanul_shared::feed::keys::profile_key("star"),
+            flipped,
+            None,
+        )
+        .await
+        .unwrap();
+    // The redelivery resumes the markers instead of taking the account as
+    // already hot (which would leave every follower without its posts).
+    let outcomes = f.drain().await;
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!(
+        (outcomes[0].markers, outcomes[0].hot),
+        (4, false),
+        "{outcomes:?}"
+    );
+    for u in ["f1", "f2", "f3", "f4"] {
+        assert_eq!(ids(&f.read(u, 20, None).await), vec![p1], "{u}");
+    }
+    // Another post of the now hot account is merged, not fanned out.
+    let p2 = f.post("star", "hot now").await;
+    let outcomes = f.drain().await;
+    assert!(outcomes[0].hot && outcomes[0].markers == 0, "{outcomes:?}");
+    assert_eq!(ids(&f.read("f2", 20, None).await), vec![p2, p1]);
+}

@@ -220,25 +220,34 @@ impl FeedService {
             }
             let profile = ProfileRecord::from_item(author, found.get(&profile_key(author)));
             let threshold = self.config.hot_threshold;
+            // The job that flips the flag owns the markers' work; its post id
+            // is kept with the flag, so a redelivery of that job (after a
+            // failure part-way) resumes the work instead of skipping it.
+            let ours = profile.turned_by == Some(id);
             if profile.followers > threshold {
-                if profile.hot || !self.set_hot(author, true).await? {
+                if profile.hot && ours {
+                    markers = Markers::Add;
+                } else if profile.hot || !self.set_hot(author, true, id).await? {
                     outcome.hot = true;
                     return Ok(outcome);
+                } else {
+                    markers = Markers::Add;
+                    tracing::info!(
+                        author,
+                        followers = profile.followers,
+                        "an account turned hot"
+                    );
                 }
-                markers = Markers::Add;
-                tracing::info!(
-                    author,
-                    followers = profile.followers,
-                    "an account turned hot"
-                );
             } else if profile.hot {
                 if profile.followers > threshold * 9 / 10 {
                     outcome.hot = true;
                     return Ok(outcome);
                 }
-                if self.set_hot(author, false).await? {
+                if self.set_hot(author, false, id).await? {
                     markers = Markers::Remove;
                 }
+            } else if ours {
+                markers = Markers::Remove;
             }
         }
 
@@ -275,14 +284,17 @@ impl FeedService {
     }
 
     /// Marks (or unmarks) an author hot; false if another job did first.
-    async fn set_hot(&self, author: &str, hot: bool) -> Result<bool, FeedError> {
+    async fn set_hot(&self, author: &str, hot: bool, by: u64) -> Result<bool, FeedError> {
         let (update, condition) = if hot {
             (
-                Update::new().set("hot", num(1)),
+                Update::new().set("hot", num(1)).set("hotBy", num(by)),
                 Condition::cmp("hot", CmpOp::Ne, num(1)),
             )
         } else {
-            (Update::new().remove("hot"), Condition::eq("hot", num(1)))
+            (
+                Update::new().remove("hot").set("hotBy", num(by)),
+                Condition::eq("hot", num(1)),
+            )
         };
         match self
             .table

@@ -100,8 +100,10 @@ pub fn outbox_pk(shard: u64) -> String {
     format!("outbox#{shard}")
 }
 
+/// Spread by the id's millisecond (bits 22 and up), not its low bits: those
+/// are the per-millisecond sequence, 0 for most posts.
 pub fn outbox_key(id: u64) -> Key {
-    Key::new(outbox_pk(id % OUTBOX_SHARDS), pad(id))
+    Key::new(outbox_pk((id >> 22) % OUTBOX_SHARDS), pad(id))
 }
 
 pub fn progress_key(id: u64) -> Key {

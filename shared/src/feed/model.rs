@@ -485,6 +485,10 @@ pub(crate) struct ProfileRecord {
     pub last_post_id: Option<u64>,
     /// Marked hot by the fan-out: not fanned out, merged at read.
     pub hot: bool,
+    /// `hotBy`: the post whose fan-out last turned the account hot or back
+    /// (its job writes or retires the followers' markers, and a redelivered
+    /// job finds it here and resumes that work).
+    pub turned_by: Option<u64>,
     /// `recentDeletes`: (post id, deleted at ms) of this author's latest
     /// deletions, oldest first, so that every instance drops a deleted post
     /// its own cache still holds (see `service::delete_post`).
@@ -505,6 +509,7 @@ impl ProfileRecord {
             posts: 0,
             last_post_id: None,
             hot: false,
+            turned_by: None,
             recent_deletes: Vec::new(),
         }
     }
@@ -529,6 +534,7 @@ impl ProfileRecord {
                 .filter(|v| *v > 0)
                 .map(|v| v as u64),
             hot: get_i64(item, "hot") == Some(1),
+            turned_by: get_i64(item, "hotBy").filter(|v| *v > 0).map(|v| v as u64),
             recent_deletes: get_str(item, RECENT_DELETES)
                 .map(parse_deletes)
                 .unwrap_or_default(),
