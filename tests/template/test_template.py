@@ -154,52 +154,78 @@ FEED = {"Fn::GetAtt": ["FeedTable", "Arn"]}
 FEED_FANOUT_QUEUE = {"Fn::GetAtt": ["FeedFanoutQueue", "Arn"]}
 ID_LEASES = {"Fn::GetAtt": ["IdLeasesTable", "Arn"]}
 ID_LEASE_WRITER = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}
-FEED_READ = {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem"}
-FEED_WRITE = FEED_READ | {
-    "dynamodb:PutItem",
-    "dynamodb:UpdateItem",
-    "dynamodb:DeleteItem",
-    "dynamodb:ConditionCheckItem",
-    "dynamodb:BatchWriteItem",
+
+
+def ddb(*actions: str) -> set[str]:
+    return {f"dynamodb:{a}" for a in actions}
+
+
+# FeedTable actions per feed function, exactly what its code path calls
+# through the `Table` port (shared/src/feed, mapped as the AWS adapter does:
+# a transaction needs the item action of each of its ops; batch_put is
+# BatchWriteItem).
+FEED_ACTIONS: dict[str, set[str]] = {
+    # Transaction (puts, updates, checks, a delete), the followee's profile,
+    # then a hot-marker transaction or a backfill (query, batch write).
+    "FeedFollowPutFunction": ddb(
+        "GetItem", "Query", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem", "BatchWriteItem"
+    ),
+    # One transaction: edge deletes, counter and meta updates, the hide put.
+    "FeedFollowDeleteFunction": ddb("PutItem", "UpdateItem", "DeleteItem"),
+    # Read-only: the edge query (the friends' walk too) and batch reads.
+    "FeedFollowingListFunction": ddb("Query", "BatchGetItem"),
+    "FeedFollowersListFunction": ddb("Query", "BatchGetItem"),
+    "FeedFriendsListFunction": ddb("Query", "BatchGetItem"),
+    # Read-only: one read of the profile.
+    "FeedProfileGetFunction": ddb("GetItem"),
+    "FeedUsersGetFunction": ddb("GetItem"),
+    # One update of the profile.
+    "FeedProfilePutFunction": ddb("UpdateItem"),
+    # The idempotency key (read), the publish transaction (puts, the profile
+    # update), the sent outbox item's delete, the author (batch read).
+    "FeedPostsCreateFunction": ddb("GetItem", "BatchGetItem", "PutItem", "UpdateItem", "DeleteItem"),
+    # Read-only: the post, then the blocks and the author (batch reads).
+    "FeedPostsGetFunction": ddb("GetItem", "BatchGetItem"),
+    # A batch read, then one transaction of deletes and the profile update.
+    "FeedPostsDeleteFunction": ddb("BatchGetItem", "UpdateItem", "DeleteItem"),
+    # Read-only: a batch read of the profile and blocks, the timeline query.
+    "FeedUserPostsFunction": ddb("Query", "BatchGetItem"),
+    # A batch read, then one transaction (puts, deletes, checks, updates).
+    "FeedBlocksPutFunction": ddb("BatchGetItem", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"),
+    # One transaction: the block's delete and both metas' updates.
+    "FeedBlocksDeleteFunction": ddb("UpdateItem", "DeleteItem"),
+    # Queries and batch reads; the activity write and a rebuild (meta
+    # updates, a batch write of entries).
+    "FeedReadFunction": ddb("Query", "BatchGetItem", "UpdateItem", "BatchWriteItem"),
+    # Batch reads, the follower query, batch writes, marker transactions,
+    # hot/stale/progress updates, the progress read, trims' deletes.
+    "FeedFanoutFunction": ddb(
+        "GetItem", "Query", "BatchGetItem", "PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"
+    ),
+    # The outbox queries and each swept item's delete.
+    "FeedOutboxFunction": ddb("Query", "DeleteItem"),
 }
-FEED_READERS = {
-    "FeedFollowingListFunction",
-    "FeedFollowersListFunction",
-    "FeedFriendsListFunction",
-    "FeedProfileGetFunction",
-    "FeedUsersGetFunction",
-    "FeedPostsGetFunction",
-    "FeedUserPostsFunction",
+FEED_READ_ONLY = {
+    fn_id
+    for fn_id, actions in FEED_ACTIONS.items()
+    if actions <= ddb("GetItem", "Query", "BatchGetItem")
 }
 
 EXPECTED_STATEMENTS: dict[str, list[tuple[set[str], Any]]] = {
-    **{fn_id: [(FEED_READ, FEED)] for fn_id in FEED_READERS},
-    **{
-        fn_id: [(FEED_WRITE, FEED)]
-        for fn_id in (
-            "FeedFollowPutFunction",
-            "FeedFollowDeleteFunction",
-            "FeedProfilePutFunction",
-            "FeedPostsDeleteFunction",
-            "FeedBlocksPutFunction",
-            "FeedBlocksDeleteFunction",
-            # A read records activity and may rebuild or trim the reader's feed.
-            "FeedReadFunction",
-        )
-    },
+    **{fn_id: [(FEED_ACTIONS[fn_id], FEED)] for fn_id in FEED_HTTP_FUNCTIONS},
     "FeedPostsCreateFunction": [
-        (FEED_WRITE, FEED),
+        (FEED_ACTIONS["FeedPostsCreateFunction"], FEED),
         ({"sqs:SendMessage"}, FEED_FANOUT_QUEUE),
         (ID_LEASE_WRITER, ID_LEASES),
     ],
     "FeedFanoutFunction": [
-        (FEED_WRITE, FEED),
+        (FEED_ACTIONS["FeedFanoutFunction"], FEED),
         (CONSUME, FEED_FANOUT_QUEUE),
         # Continuation jobs.
         ({"sqs:SendMessage"}, FEED_FANOUT_QUEUE),
     ],
     "FeedOutboxFunction": [
-        (FEED_WRITE, FEED),
+        (FEED_ACTIONS["FeedOutboxFunction"], FEED),
         ({"sqs:SendMessage"}, FEED_FANOUT_QUEUE),
     ],
     "NotifyDevicesPutFunction": [({"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"}, NOTIFY)],
@@ -868,6 +894,23 @@ def test_only_the_publishers_reach_the_fanout_queue_and_id_leases(cfn):
     assert senders == {"FeedPostsCreateFunction", "FeedFanoutFunction", "FeedOutboxFunction"}
     assert leasers == {"IdsGenerateFunction", "FeedPostsCreateFunction"}
     assert set(EXPECTED_STATEMENTS) >= set(FEED_FUNCTIONS)
+
+
+def test_feed_functions_get_exactly_their_table_actions():
+    # Every feed function has its own exact set; the readers no write at all.
+    assert set(FEED_ACTIONS) == set(FEED_FUNCTIONS)
+    assert FEED_READ_ONLY == {
+        "FeedFollowingListFunction",
+        "FeedFollowersListFunction",
+        "FeedFriendsListFunction",
+        "FeedProfileGetFunction",
+        "FeedUsersGetFunction",
+        "FeedPostsGetFunction",
+        "FeedUserPostsFunction",
+    }
+    for fn_id in FEED_FUNCTIONS:
+        on_feed = [actions for actions, resource in EXPECTED_STATEMENTS[fn_id] if resource == FEED]
+        assert on_feed == [FEED_ACTIONS[fn_id]], fn_id
 
 
 def test_outputs(cfn):
