@@ -100,40 +100,36 @@ impl<'a> Api<'a> {
         assert_eq!(body["created"], true, "a new follow of {target}");
     }
 
-    async fn unfollow(&self, bearer: &str, target: &str) -> Value {
+    /// A relationship change (`PUT`/`DELETE` on `/api/v1/me/<what>/<target>`)
+    /// that must answer 200; its body.
+    async fn relate(
+        &self,
+        method: reqwest::Method,
+        bearer: &str,
+        what: &str,
+        target: &str,
+    ) -> Value {
+        let url = self.host.url(&format!("/api/v1/me/{what}/{target}"));
         let r = self
-            .send(
-                self.c
-                    .delete(self.host.url(&format!("/api/v1/me/following/{target}")))
-                    .bearer_auth(bearer),
-            )
+            .send(self.c.request(method.clone(), url).bearer_auth(bearer))
             .await;
-        assert_eq!(r.status(), 200, "unfollow {target}");
+        assert_eq!(r.status(), 200, "{method} {what}/{target}");
         r.json().await.unwrap()
+    }
+
+    async fn unfollow(&self, bearer: &str, target: &str) -> Value {
+        self.relate(reqwest::Method::DELETE, bearer, "following", target)
+            .await
     }
 
     async fn block(&self, bearer: &str, target: &str) -> Value {
-        let r = self
-            .send(
-                self.c
-                    .put(self.host.url(&format!("/api/v1/me/blocks/{target}")))
-                    .bearer_auth(bearer),
-            )
-            .await;
-        assert_eq!(r.status(), 200, "block {target}");
-        r.json().await.unwrap()
+        self.relate(reqwest::Method::PUT, bearer, "blocks", target)
+            .await
     }
 
     async fn unblock(&self, bearer: &str, target: &str) -> Value {
-        let r = self
-            .send(
-                self.c
-                    .delete(self.host.url(&format!("/api/v1/me/blocks/{target}")))
-                    .bearer_auth(bearer),
-            )
-            .await;
-        assert_eq!(r.status(), 200, "unblock {target}");
-        r.json().await.unwrap()
+        self.relate(reqwest::Method::DELETE, bearer, "blocks", target)
+            .await
     }
 
     async fn publish(&self, bearer: &str, body: Value) -> reqwest::Response {
