@@ -135,6 +135,20 @@ pub static FUNCTIONS: &[Function] = &[
     crate::feed::BLOCKS_PUT,
     crate::feed::BLOCKS_DELETE,
     crate::feed::FEED_READ,
+    crate::chat::CONVERSATIONS_CREATE,
+    crate::chat::CONVERSATIONS_LIST,
+    crate::chat::CONVERSATION_GET,
+    crate::chat::CONVERSATION_UPDATE,
+    crate::chat::MEMBERS_ADD,
+    crate::chat::MEMBERS_REMOVE,
+    crate::chat::MESSAGES_LIST,
+    crate::chat::MESSAGES_SEND,
+    crate::chat::MESSAGES_EDIT,
+    crate::chat::MESSAGES_DELETE,
+    crate::chat::READ_PUT,
+    crate::chat::MUTE_PUT,
+    crate::chat::SYNC_READ,
+    crate::chat::PRESENCE_GET,
 ];
 
 pub fn find(name: &str) -> Option<&'static Function> {
@@ -167,6 +181,7 @@ pub static WORKERS: &[Worker] = &[
     crate::notify::SMS_WORKER,
     crate::notify::EMAIL_WORKER,
     crate::feed::FANOUT_WORKER,
+    crate::chat::DELIVER_WORKER,
 ];
 
 pub fn find_worker(name: &str) -> Option<&'static Worker> {
@@ -191,8 +206,86 @@ pub struct Periodic {
     pub build: fn(Arc<Platform>) -> TickBuildFuture,
 }
 
-pub static PERIODIC: &[Periodic] = &[crate::notify::NOTIFY_SCHEDULER, crate::feed::OUTBOX_SWEEPER];
+pub static PERIODIC: &[Periodic] = &[
+    crate::notify::NOTIFY_SCHEDULER,
+    crate::feed::OUTBOX_SWEEPER,
+    crate::chat::SWEEPER,
+];
 
 pub fn find_periodic(name: &str) -> Option<&'static Periodic> {
     PERIODIC.iter().find(|p| p.name == name)
+}
+
+/// One WebSocket frame (or connect/disconnect) as a route function sees it:
+/// API Gateway's WebSocket event on Lambda, the local host's socket locally.
+#[derive(Debug, Clone, Default)]
+pub struct SocketRequest {
+    pub route_key: String,
+    pub connection_id: String,
+    pub body: Option<String>,
+    /// `$connect`'s `?token=`.
+    pub token: Option<String>,
+    /// The connection's user when the host already knows it (the local
+    /// host verified the token itself); else the function looks it up.
+    pub user_id: Option<String>,
+}
+
+/// A route function's answer: for `$connect`, a status other than 200
+/// refuses the connection (with `body` as the HTTP answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketReply {
+    pub status: u16,
+    pub body: Option<String>,
+    /// `$connect`: the user the token named.
+    pub user_id: Option<String>,
+}
+
+impl SocketReply {
+    pub fn status(status: u16) -> Self {
+        Self {
+            status,
+            body: None,
+            user_id: None,
+        }
+    }
+
+    pub fn refused(status: u16, code: &str, message: &str) -> Self {
+        Self {
+            status,
+            body: Some(
+                serde_json::json!({"error": {"code": code, "message": message}}).to_string(),
+            ),
+            user_id: None,
+        }
+    }
+}
+
+pub type SocketFuture = Pin<Box<dyn Future<Output = SocketReply> + Send>>;
+
+pub type SocketHandler = Arc<dyn Fn(SocketRequest) -> SocketFuture + Send + Sync>;
+
+pub type SocketBuildFuture =
+    Pin<Box<dyn Future<Output = Result<SocketHandler, ConfigError>> + Send>>;
+
+/// One WebSocket API route and its function.
+pub struct SocketRoute {
+    pub name: &'static str,
+    /// API Gateway's route key: `$connect`, `$disconnect`, `$default` or an action.
+    pub route_key: &'static str,
+    pub build: fn(Arc<Platform>) -> SocketBuildFuture,
+}
+
+pub static SOCKETS: &[SocketRoute] = &[
+    crate::chat::SOCKET_CONNECT,
+    crate::chat::SOCKET_DISCONNECT,
+    crate::chat::SOCKET_DEFAULT,
+    crate::chat::SOCKET_SEND,
+    crate::chat::SOCKET_SYNC,
+    crate::chat::SOCKET_HEARTBEAT,
+    crate::chat::SOCKET_TYPING,
+    crate::chat::SOCKET_READ,
+];
+
+pub fn find_socket(name: &str) -> Option<&'static SocketRoute> {
+    SOCKETS.iter().find(|s| s.name == name)
 }

@@ -9,6 +9,7 @@ use hanul_shared::http::jwks::{JwksVerifier, optional_token};
 use hanul_shared::platform::{ConfigError, Platform};
 
 use crate::routes::{Auth, Function};
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 
 /// The function's router as Lambda runs it, behind the rate-limit layer.
 /// Where a route takes an optional
@@ -61,6 +62,7 @@ enum Started {
     Http(axum::Router),
     Worker(crate::routes::SqsHandler),
     Periodic(crate::routes::Tick),
+    Socket(crate::routes::SocketHandler),
 }
 
 /// The cold start: settings read, clients and services built. No request
@@ -75,6 +77,8 @@ async fn start(name: &str) -> Result<(Started, Arc<Platform>), ConfigError> {
         Started::Worker((worker.build)(platform.clone()).await?)
     } else if let Some(periodic) = crate::routes::find_periodic(name) {
         Started::Periodic((periodic.build)(platform.clone()).await?)
+    } else if let Some(socket) = crate::routes::find_socket(name) {
+        Started::Socket((socket.build)(platform.clone()).await?)
     } else {
         return Err(ConfigError(format!(
             "no hanul function is named {name:?} (the Handler in template.yaml)"
@@ -122,7 +126,42 @@ pub async fn run() -> Result<(), lambda_runtime::Error> {
             ))
             .await
         }
+        Started::Socket(handler) => {
+            lambda_runtime::run(lambda_runtime::service_fn(
+                move |event: lambda_runtime::LambdaEvent<ApiGatewayWebsocketProxyRequest>| {
+                    let handler = handler.clone();
+                    async move {
+                        let reply = handler(socket_request(event.payload)).await;
+                        Ok::<_, lambda_runtime::Error>(socket_response(reply))
+                    }
+                },
+            ))
+            .await
+        }
     }
+}
+
+/// API Gateway's WebSocket event as a route function takes it.
+pub fn socket_request(event: ApiGatewayWebsocketProxyRequest) -> crate::routes::SocketRequest {
+    let context = event.request_context;
+    crate::routes::SocketRequest {
+        route_key: context.route_key.unwrap_or_default(),
+        connection_id: context.connection_id.unwrap_or_default(),
+        body: event.body,
+        token: event
+            .query_string_parameters
+            .first("token")
+            .map(str::to_owned),
+        user_id: None,
+    }
+}
+
+/// A route function's answer as API Gateway takes it.
+pub fn socket_response(reply: crate::routes::SocketReply) -> ApiGatewayProxyResponse {
+    let mut response = ApiGatewayProxyResponse::default();
+    response.status_code = i64::from(reply.status);
+    response.body = reply.body.map(aws_lambda_events::encodings::Body::Text);
+    response
 }
 
 /// `POST /2018-06-01/runtime/init/error`: Lambda records the message as the

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use hanul_functions::{FUNCTIONS, PERIODIC, WORKERS};
+use hanul_functions::{FUNCTIONS, PERIODIC, SOCKETS, WORKERS};
 use hanul_shared::embedded::EmbeddedStore;
 use hanul_shared::http;
 use hanul_shared::platform::Platform;
@@ -100,6 +100,7 @@ fn every_function_and_worker_has_a_sample_event() {
         .map(|f| f.name)
         .chain(WORKERS.iter().map(|w| w.name))
         .chain(PERIODIC.iter().map(|p| p.name))
+        .chain(SOCKETS.iter().map(|s| s.name))
     {
         assert!(
             event_path(name).exists(),
@@ -358,4 +359,22 @@ async fn notify_scheduler_event() {
     let periodic = hanul_functions::routes::find_periodic("notify-scheduler").unwrap();
     let tick = (periodic.build)(platform(&dir).await).await.unwrap();
     tick().await.unwrap();
+}
+
+#[test]
+fn every_socket_event_is_an_api_gateway_websocket_event_of_its_route() {
+    for socket in SOCKETS {
+        let text = std::fs::read_to_string(event_path(socket.name)).expect("event file");
+        let event: aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest =
+            serde_json::from_str(&text).expect("a WebSocket proxy event");
+        let request = hanul_functions::runtime::socket_request(event);
+        assert_eq!(request.route_key, socket.route_key, "{}", socket.name);
+        assert!(!request.connection_id.is_empty(), "{}", socket.name);
+        assert_eq!(
+            request.token.is_some(),
+            socket.route_key == "$connect",
+            "{}",
+            socket.name
+        );
+    }
 }

@@ -50,6 +50,27 @@ const FEED: Described = Described {
     ],
 };
 
+const CHAT: Described = Described {
+    file: "chat.openapi.yaml",
+    text: include_str!("../src/chat.openapi.yaml"),
+    functions: &[
+        "conversations-create",
+        "conversations-list",
+        "conversation-get",
+        "conversation-update",
+        "members-add",
+        "members-remove",
+        "messages-list",
+        "messages-send",
+        "messages-edit",
+        "messages-delete",
+        "read-put",
+        "mute-put",
+        "sync-read",
+        "presence-get",
+    ],
+};
+
 fn spec(described: &Described) -> Value {
     serde_yaml_ng::from_str(described.text)
         .unwrap_or_else(|e| panic!("{} is not YAML: {e}", described.file))
@@ -177,9 +198,17 @@ fn the_feed_openapi_file_describes_its_routes() {
 }
 
 #[test]
+fn the_chat_openapi_file_describes_its_routes() {
+    check(&CHAT);
+    // Every chat HTTP route needs the caller's token (the WebSocket routes
+    // are not HTTP routes and have no OpenAPI description).
+    assert!(routed(&CHAT).iter().all(|(_, _, auth)| *auth == "jwt"));
+}
+
+#[test]
 fn no_function_is_described_twice() {
     let mut seen = BTreeSet::new();
-    for described in [&SHORTENER, &FEED] {
+    for described in [&SHORTENER, &FEED, &CHAT] {
         for name in described.functions {
             assert!(seen.insert(*name), "{name} is in two OpenAPI files");
         }

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use hanul_functions::{Auth, FUNCTIONS, PERIODIC, WORKERS};
+use hanul_functions::{Auth, FUNCTIONS, PERIODIC, SOCKETS, WORKERS};
 use serde_yaml_ng::Value;
 
 fn template() -> Value {
@@ -132,6 +132,7 @@ fn every_function_has_a_binary_and_a_template_entry() {
         .map(|f| f.name.to_owned())
         .chain(WORKERS.iter().map(|w| w.name.to_owned()))
         .chain(PERIODIC.iter().map(|p| p.name.to_owned()))
+        .chain(SOCKETS.iter().map(|s| s.name.to_owned()))
         .collect();
     assert_eq!(
         code, template_binaries,

@@ -2,6 +2,7 @@
 
 pub mod aws;
 pub mod cdn;
+pub mod chat;
 pub mod embedded;
 pub mod feed;
 pub mod http;

@@ -5,13 +5,18 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::aws::{CloudFrontCdn, DynamoTable, SesEmail, SnsPush, SnsSms, SqsQueue, bootstrap};
+use crate::aws::{
+    CloudFrontCdn, DynamoTable, ManagementApiConnections, SesEmail, SnsPush, SnsSms, SqsQueue,
+    bootstrap,
+};
+use crate::chat::{ChatConfig, ChatDeps, ChatService, deliver_queue_spec};
 use crate::embedded::{EmbeddedQueue, EmbeddedStore, EmbeddedTable, LocalEdge, Outbox};
 use crate::feed::{FeedConfig, FeedService, fanout_queue_spec};
+use crate::http::auth::TokenVerifier;
 use crate::http::service_keys::ServiceKeys;
 use crate::ids::{IdConfig, IdService};
 use crate::notify::{DeliveryQueue, DeliveryWorker, NotifyService, Senders, WorkerConfig};
-use crate::ports::{Cdn, Clock, Queue, QueueSpec, SystemClock, Table};
+use crate::ports::{Cdn, Clock, Connections, Queue, QueueSpec, SystemClock, Table};
 use crate::ratelimit::{LimiterConfig, RateLimiter, RuleSet};
 use crate::shortener::{ShortenerConfig, ShortenerService};
 
@@ -33,6 +38,10 @@ pub enum TableName {
     Outbox,
     /// Follows, blocks, profiles, posts, timelines, feeds, fan-out state.
     Feed,
+    /// Conversations, members, messages, event logs, sync streams.
+    Chat,
+    /// WebSocket connections, presence, heartbeat buckets.
+    Connections,
 }
 
 impl TableName {
@@ -43,6 +52,8 @@ impl TableName {
         TableName::Notify,
         TableName::Outbox,
         TableName::Feed,
+        TableName::Chat,
+        TableName::Connections,
     ];
 
     /// The name used locally and as the suffix of bootstrapped tables.
@@ -54,6 +65,8 @@ impl TableName {
             TableName::Notify => "notify",
             TableName::Outbox => "outbox",
             TableName::Feed => "feed",
+            TableName::Chat => "chat",
+            TableName::Connections => "connections",
         }
     }
 
@@ -66,12 +79,18 @@ impl TableName {
             TableName::Notify => "NOTIFY_TABLE",
             TableName::Outbox => "OUTBOX_TABLE",
             TableName::Feed => "FEED_TABLE",
+            TableName::Chat => "CHAT_TABLE",
+            TableName::Connections => "CONNECTIONS_TABLE",
         }
     }
 }
 
 /// The variable naming the CloudFront distribution in front of the redirects.
 pub const CDN_DISTRIBUTION_VAR: &str = "CDN_DISTRIBUTION_ID";
+
+/// The variable naming the WebSocket API stage's management endpoint,
+/// `https://{api-id}.execute-api.{region}.amazonaws.com/{stage}`.
+pub const CHAT_SOCKET_ENDPOINT_VAR: &str = "CHAT_SOCKET_ENDPOINT";
 
 /// The variable carrying a queue's URL on AWS: `notify-email` → `NOTIFY_EMAIL_QUEUE_URL`.
 pub fn queue_url_var(logical: &str) -> String {
@@ -101,6 +120,7 @@ struct AwsClients {
     cloudfront: OnceLock<aws_sdk_cloudfront::Client>,
     sns: OnceLock<aws_sdk_sns::Client>,
     sesv2: OnceLock<aws_sdk_sesv2::Client>,
+    management: OnceLock<aws_sdk_apigatewaymanagement::Client>,
 }
 
 impl AwsClients {
@@ -112,7 +132,18 @@ impl AwsClients {
             cloudfront: OnceLock::new(),
             sns: OnceLock::new(),
             sesv2: OnceLock::new(),
+            management: OnceLock::new(),
         }
+    }
+
+    /// The WebSocket API's management client, on the stage's endpoint.
+    fn management(&self, endpoint: &str) -> &aws_sdk_apigatewaymanagement::Client {
+        self.management.get_or_init(|| {
+            let config = aws_sdk_apigatewaymanagement::config::Builder::from(&self.config)
+                .endpoint_url(endpoint)
+                .build();
+            aws_sdk_apigatewaymanagement::Client::from_conf(config)
+        })
     }
 
     fn dynamodb(&self) -> &aws_sdk_dynamodb::Client {
@@ -153,6 +184,9 @@ pub struct Platform {
     feed: tokio::sync::OnceCell<Arc<FeedService>>,
     senders: tokio::sync::OnceCell<Senders>,
     cdn: tokio::sync::OnceCell<Arc<dyn Cdn>>,
+    chat: tokio::sync::OnceCell<Arc<ChatService>>,
+    connections: OnceLock<Arc<dyn Connections>>,
+    tokens: OnceLock<Arc<dyn TokenVerifier>>,
     /// Values the host supplies for settings the environment leaves unset
     /// (the local host's short domain and generated keys).
     defaults: HashMap<String, String>,
@@ -202,6 +236,9 @@ impl Platform {
             feed: tokio::sync::OnceCell::new(),
             senders: tokio::sync::OnceCell::new(),
             cdn: tokio::sync::OnceCell::new(),
+            chat: tokio::sync::OnceCell::new(),
+            connections: OnceLock::new(),
+            tokens: OnceLock::new(),
             defaults: HashMap::new(),
             shutdown_hooks: Mutex::new(Vec::new()),
         }
@@ -542,6 +579,117 @@ impl Platform {
             })
             .await
             .cloned()
+    }
+
+    /// Uses these connections instead of the backend's: the local host
+    /// always serves its own sockets, whatever holds its tables.
+    pub fn set_connections(&self, connections: Arc<dyn Connections>) -> Result<(), ConfigError> {
+        self.connections
+            .set(connections)
+            .map_err(|_| ConfigError("the connections are already in use".into()))
+    }
+
+    /// The WebSocket connections: the API Gateway management API of the
+    /// stage named by `CHAT_SOCKET_ENDPOINT` on AWS, the host's sockets
+    /// locally.
+    pub fn connections(&self) -> Result<Arc<dyn Connections>, ConfigError> {
+        if let Some(c) = self.connections.get() {
+            return Ok(c.clone());
+        }
+        match &self.backend {
+            Backend::Embedded { .. } => {
+                let local: Arc<dyn Connections> = crate::embedded::LocalSockets::new();
+                Ok(self.connections.get_or_init(|| local).clone())
+            }
+            Backend::Aws { clients, .. } => {
+                let endpoint = self.setting(CHAT_SOCKET_ENDPOINT_VAR).ok_or_else(|| {
+                    ConfigError(format!(
+                        "{CHAT_SOCKET_ENDPOINT_VAR} is not set: it is the WebSocket API stage's management endpoint"
+                    ))
+                })?;
+                let adapter: Arc<dyn Connections> = Arc::new(ManagementApiConnections::new(
+                    clients.management(&endpoint).clone(),
+                ));
+                Ok(self.connections.get_or_init(|| adapter).clone())
+            }
+        }
+    }
+
+    /// Uses this token check for WebSocket connections (the local host's
+    /// own tokens).
+    pub fn set_token_verifier(&self, verifier: Arc<dyn TokenVerifier>) -> Result<(), ConfigError> {
+        self.tokens
+            .set(verifier)
+            .map_err(|_| ConfigError("the token verifier is already in use".into()))
+    }
+
+    /// How `$connect` checks the token from its query string: the host's,
+    /// else the Cognito user pool named by `JWT_ISSUER` and `JWT_AUDIENCE`.
+    pub fn token_verifier(&self) -> Result<Arc<dyn TokenVerifier>, ConfigError> {
+        if let Some(v) = self.tokens.get() {
+            return Ok(v.clone());
+        }
+        let setting = |name: &str| {
+            self.setting(name).ok_or_else(|| {
+                ConfigError(format!(
+                    "{name} is not set: $connect verifies tokens itself"
+                ))
+            })
+        };
+        let verifier: Arc<dyn TokenVerifier> = Arc::new(
+            crate::http::jwks::JwksVerifier::new(
+                &setting("JWT_ISSUER")?,
+                &setting("JWT_AUDIENCE")?,
+            )
+            .map_err(ConfigError)?,
+        );
+        Ok(self.tokens.get_or_init(|| verifier).clone())
+    }
+
+    /// The delivery queue as the settings shape it: its `maxReceiveCount`
+    /// is `CHAT_DELIVER_MAX_ATTEMPTS` (default 5, as in template.yaml).
+    pub fn chat_queue_spec(&self) -> Result<QueueSpec, ConfigError> {
+        let attempts = crate::settings::bounded(
+            &|n: &str| self.setting(n),
+            "CHAT_DELIVER_MAX_ATTEMPTS",
+            5,
+            1,
+            100,
+            "a whole number",
+        )
+        .map_err(ConfigError)?;
+        Ok(deliver_queue_spec(attempts as u32))
+    }
+
+    /// Chat (one per instance: its member-list cache lives here). Event
+    /// ids come from the instance's ID lease.
+    pub async fn chat(&self) -> Result<Arc<ChatService>, ConfigError> {
+        self.chat
+            .get_or_try_init(|| async {
+                let deps = ChatDeps {
+                    table: self.table(TableName::Chat).await?,
+                    presence_table: self.table(TableName::Connections).await?,
+                    // Only the functions that check blocks are given the feed table.
+                    blocks: self.table(TableName::Feed).await.ok(),
+                    queue: self.queue(&self.chat_queue_spec()?).await?,
+                    connections: self.connections()?,
+                    ids: self.ids().await?,
+                    clock: self.clock.clone(),
+                    limiter: Some(self.rate_limiter().await?),
+                };
+                let config = ChatConfig::from_settings(|n| self.setting(n)).map_err(ConfigError)?;
+                Ok(Arc::new(ChatService::new(deps, config)))
+            })
+            .await
+            .cloned()
+    }
+
+    /// Chat with pushes to offline members (the delivery worker).
+    pub async fn chat_with_push(&self) -> Result<Arc<ChatService>, ConfigError> {
+        let notify = self.notify().await?;
+        let chat = self.chat().await?;
+        chat.set_push(notify);
+        Ok(chat)
     }
 
     /// The notification service for functions that never queue a delivery

@@ -60,6 +60,68 @@ FEED_HTTP_FUNCTIONS = {
 # Every feed function: the HTTP ones, the fan-out worker, the outbox sweeper.
 FEED_FUNCTIONS = [*FEED_HTTP_FUNCTIONS, "FeedFanoutFunction", "FeedOutboxFunction"]
 
+# The chat's HTTP functions: function logical id -> its (METHOD, path).
+CHAT_HTTP_FUNCTIONS = {
+    "ChatConversationsCreateFunction": ("POST", "/api/v1/me/conversations"),
+    "ChatConversationsListFunction": ("GET", "/api/v1/me/conversations"),
+    "ChatConversationGetFunction": ("GET", "/api/v1/conversations/{conversationId}"),
+    "ChatConversationUpdateFunction": ("PATCH", "/api/v1/conversations/{conversationId}"),
+    "ChatMembersAddFunction": ("POST", "/api/v1/conversations/{conversationId}/members"),
+    "ChatMembersRemoveFunction": ("DELETE", "/api/v1/conversations/{conversationId}/members/{userId}"),
+    "ChatMessagesListFunction": ("GET", "/api/v1/conversations/{conversationId}/messages"),
+    "ChatMessagesSendFunction": ("POST", "/api/v1/conversations/{conversationId}/messages"),
+    "ChatMessagesEditFunction": ("PATCH", "/api/v1/conversations/{conversationId}/messages/{messageId}"),
+    "ChatMessagesDeleteFunction": ("DELETE", "/api/v1/conversations/{conversationId}/messages/{messageId}"),
+    "ChatReadPutFunction": ("PUT", "/api/v1/conversations/{conversationId}/read"),
+    "ChatMutePutFunction": ("PUT", "/api/v1/me/conversations/{conversationId}/mute"),
+    "ChatSyncReadFunction": ("GET", "/api/v1/me/messages"),
+    "ChatPresenceGetFunction": ("GET", "/api/v1/users/{userId}/presence"),
+}
+# The chat's WebSocket functions: function logical id -> its route key on
+# ChatSocketApi (exactly these routes, one function each).
+CHAT_SOCKET_FUNCTIONS = {
+    "ChatConnectFunction": "$connect",
+    "ChatDisconnectFunction": "$disconnect",
+    "ChatDefaultFunction": "$default",
+    "ChatSendFunction": "send",
+    "ChatSyncFunction": "sync",
+    "ChatHeartbeatFunction": "heartbeat",
+    "ChatTypingFunction": "typing",
+    "ChatReadFunction": "read",
+}
+# Every chat function: HTTP, WebSocket, the delivery worker, the sweeper.
+CHAT_FUNCTIONS = [*CHAT_HTTP_FUNCTIONS, *CHAT_SOCKET_FUNCTIONS, "ChatDeliverFunction", "ChatSweepFunction"]
+# The hanul function (Handler) each chat function runs.
+CHAT_HANDLERS = {
+    "ChatConversationsCreateFunction": "conversations-create",
+    "ChatConversationsListFunction": "conversations-list",
+    "ChatConversationGetFunction": "conversation-get",
+    "ChatConversationUpdateFunction": "conversation-update",
+    "ChatMembersAddFunction": "members-add",
+    "ChatMembersRemoveFunction": "members-remove",
+    "ChatMessagesListFunction": "messages-list",
+    "ChatMessagesSendFunction": "messages-send",
+    "ChatMessagesEditFunction": "messages-edit",
+    "ChatMessagesDeleteFunction": "messages-delete",
+    "ChatReadPutFunction": "read-put",
+    "ChatMutePutFunction": "mute-put",
+    "ChatSyncReadFunction": "sync-read",
+    "ChatPresenceGetFunction": "presence-get",
+    "ChatConnectFunction": "chat-connect",
+    "ChatDisconnectFunction": "chat-disconnect",
+    "ChatDefaultFunction": "chat-default",
+    "ChatSendFunction": "chat-send",
+    "ChatSyncFunction": "chat-sync",
+    "ChatHeartbeatFunction": "chat-heartbeat",
+    "ChatTypingFunction": "chat-typing",
+    "ChatReadFunction": "chat-read",
+    "ChatDeliverFunction": "chat-deliver",
+    "ChatSweepFunction": "chat-sweep",
+}
+# The socket stage's name (written literally in the template: a !Ref of the
+# stage from a function would be a cycle through the routes' integrations).
+CHAT_SOCKET_STAGE = "v1"
+
 # (METHOD, path) -> function logical id. Routes not listed here may exist, but
 # these must, wired to exactly this function.
 REQUIRED_ROUTES = {
@@ -85,6 +147,7 @@ REQUIRED_ROUTES = {
     ("POST", "/api/v1/notifications"): "NotifySendFunction",
     ("GET", "/api/v1/notifications/{id}"): "NotifyStatusFunction",
     **{route: fn_id for fn_id, route in FEED_HTTP_FUNCTIONS.items()},
+    **{route: fn_id for fn_id, route in CHAT_HTTP_FUNCTIONS.items()},
 }
 
 # Routes that take no user token (Auth: {Authorizer: NONE}). The shorten
@@ -118,6 +181,8 @@ REQUIRED_JWT_ROUTES = {
     ("PUT", "/api/v1/me/notification-settings"),
     # Every feed route is the signed-in user's.
     *FEED_HTTP_FUNCTIONS.values(),
+    # So is every chat route.
+    *CHAT_HTTP_FUNCTIONS.values(),
 }
 
 JWT_AUTHORIZER = "CognitoJwt"
@@ -211,7 +276,135 @@ FEED_READ_ONLY = {
     if actions <= ddb("GetItem", "Query", "BatchGetItem")
 }
 
+CHAT = {"Fn::GetAtt": ["ChatTable", "Arn"]}
+CONNECTIONS = {"Fn::GetAtt": ["ConnectionsTable", "Arn"]}
+CHAT_DELIVER_QUEUE = {"Fn::GetAtt": ["ChatDeliverQueue", "Arn"]}
+_SOCKET_ARN = "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${ChatSocketApi}"
+# The @connections API of this API's stage: POST sends a frame, DELETE closes.
+SOCKET_POST = {"Fn::Sub": f"{_SOCKET_ARN}/{CHAT_SOCKET_STAGE}/POST/@connections/*"}
+SOCKET_DELETE = {"Fn::Sub": f"{_SOCKET_ARN}/{CHAT_SOCKET_STAGE}/DELETE/@connections/*"}
+
+_CHAT_MEMBERSHIP = ddb("GetItem", "BatchGetItem", "Query", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem")
+_CHAT_MESSAGE = ddb("GetItem", "BatchGetItem", "PutItem", "UpdateItem", "DeleteItem")
+
+# ChatTable actions per chat function (none: not listed).
+CHAT_ACTIONS: dict[str, set[str]] = {
+    # Reads (the pair's direct conversation, the members' counts), then one
+    # transaction of puts, updates and checks.
+    "ChatConversationsCreateFunction": ddb("GetItem", "BatchGetItem", "PutItem", "UpdateItem", "ConditionCheckItem"),
+    "ChatConversationsListFunction": ddb("Query", "BatchGetItem"),
+    "ChatConversationGetFunction": ddb("GetItem", "Query"),
+    # Membership changes: reads, then one transaction (member and mirror
+    # puts or deletes, count and meta updates, the event, the admin check).
+    "ChatConversationUpdateFunction": _CHAT_MEMBERSHIP,
+    "ChatMembersAddFunction": _CHAT_MEMBERSHIP,
+    "ChatMembersRemoveFunction": _CHAT_MEMBERSHIP,
+    "ChatMessagesListFunction": ddb("GetItem", "Query"),
+    # A message event: reads, one transaction (message, event, idempotency
+    # key, outbox item; the meta update), the sent outbox item's delete.
+    "ChatMessagesSendFunction": _CHAT_MESSAGE,
+    "ChatSendFunction": _CHAT_MESSAGE,
+    "ChatMessagesEditFunction": _CHAT_MESSAGE,
+    "ChatMessagesDeleteFunction": _CHAT_MESSAGE,
+    # The membership, then a conditional update that only moves forward.
+    "ChatReadPutFunction": ddb("GetItem", "UpdateItem"),
+    "ChatReadFunction": ddb("GetItem", "UpdateItem"),
+    "ChatMutePutFunction": ddb("GetItem", "UpdateItem"),
+    # Read-only: the user's sync stream.
+    "ChatSyncReadFunction": ddb("Query"),
+    "ChatSyncFunction": ddb("Query"),
+    # Read-only: the shared-conversation check.
+    "ChatPresenceGetFunction": ddb("Query"),
+    "ChatTypingFunction": ddb("GetItem", "Query"),
+    # The watermark, the events and members, the members' streams.
+    "ChatDeliverFunction": ddb("GetItem", "Query", "PutItem", "UpdateItem"),
+    # The outbox queries and each swept job's delete.
+    "ChatSweepFunction": ddb("Query", "DeleteItem"),
+}
+# ConnectionsTable actions per chat function (none: not listed).
+CONNECTIONS_ACTIONS: dict[str, set[str]] = {
+    "ChatConnectFunction": ddb("GetItem", "PutItem", "UpdateItem"),
+    "ChatHeartbeatFunction": ddb("GetItem", "PutItem", "UpdateItem"),
+    "ChatDisconnectFunction": ddb("GetItem", "PutItem", "UpdateItem", "DeleteItem"),
+    "ChatSweepFunction": ddb("GetItem", "BatchGetItem", "Query", "PutItem", "UpdateItem", "DeleteItem"),
+    # A Gone connection's item is deleted.
+    "ChatDeliverFunction": ddb("GetItem", "BatchGetItem", "PutItem", "UpdateItem", "DeleteItem"),
+    # The connection's user (typing: and the members' presence).
+    "ChatTypingFunction": ddb("GetItem", "BatchGetItem"),
+    "ChatSendFunction": ddb("GetItem"),
+    "ChatSyncFunction": ddb("GetItem"),
+    "ChatReadFunction": ddb("GetItem"),
+    "ChatDefaultFunction": ddb("GetItem"),
+    "ChatPresenceGetFunction": ddb("GetItem"),
+}
+# Block checks: a batch read of FeedTable, nothing else on it.
+CHAT_BLOCK_CHECKERS = {
+    "ChatConversationsCreateFunction",
+    "ChatMembersAddFunction",
+    "ChatMessagesSendFunction",
+    "ChatSendFunction",
+}
+# The functions that write events (ids from leased worker ids).
+CHAT_ID_LEASERS = {
+    "ChatConversationsCreateFunction",
+    "ChatConversationUpdateFunction",
+    "ChatMembersAddFunction",
+    "ChatMembersRemoveFunction",
+    "ChatMessagesSendFunction",
+    "ChatMessagesEditFunction",
+    "ChatMessagesDeleteFunction",
+    "ChatSendFunction",
+}
+# The functions that queue delivery jobs.
+CHAT_DELIVER_SENDERS = CHAT_ID_LEASERS | {
+    "ChatReadPutFunction",
+    "ChatReadFunction",
+    "ChatConnectFunction",
+    "ChatDisconnectFunction",
+    "ChatHeartbeatFunction",
+    "ChatSweepFunction",
+}
+# The functions that send frames to sockets, and those that also close them.
+SOCKET_SENDERS = {
+    "ChatSendFunction",
+    "ChatSyncFunction",
+    "ChatHeartbeatFunction",
+    "ChatTypingFunction",
+    "ChatReadFunction",
+    "ChatDefaultFunction",
+    "ChatDeliverFunction",
+    "ChatSweepFunction",
+}
+SOCKET_CLOSERS = {"ChatDeliverFunction", "ChatSweepFunction"}
+
+
+def _chat_statements(fn_id: str) -> list[tuple[set[str], Any]]:
+    statements: list[tuple[set[str], Any]] = []
+    if fn_id in CHAT_ACTIONS:
+        statements.append((CHAT_ACTIONS[fn_id], CHAT))
+    if fn_id in CONNECTIONS_ACTIONS:
+        statements.append((CONNECTIONS_ACTIONS[fn_id], CONNECTIONS))
+    if fn_id in CHAT_BLOCK_CHECKERS:
+        statements.append((ddb("BatchGetItem"), FEED))
+    if fn_id in CHAT_ID_LEASERS:
+        statements.append((ID_LEASE_WRITER, ID_LEASES))
+    if fn_id in CHAT_DELIVER_SENDERS:
+        statements.append(({"sqs:SendMessage"}, CHAT_DELIVER_QUEUE))
+    if fn_id in SOCKET_SENDERS:
+        resources = [SOCKET_POST, SOCKET_DELETE] if fn_id in SOCKET_CLOSERS else SOCKET_POST
+        statements.append(({"execute-api:ManageConnections"}, resources))
+    if fn_id == "ChatDeliverFunction":
+        statements += [
+            (CONSUME, CHAT_DELIVER_QUEUE),
+            # Offline members' notifications, as NotifySendFunction makes them.
+            ({"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:DeleteItem"}, NOTIFY),
+            ({"sqs:SendMessage"}, NOTIFY_QUEUES),
+        ]
+    return statements
+
+
 EXPECTED_STATEMENTS: dict[str, list[tuple[set[str], Any]]] = {
+    **{fn_id: _chat_statements(fn_id) for fn_id in CHAT_FUNCTIONS},
     **{fn_id: [(FEED_ACTIONS[fn_id], FEED)] for fn_id in FEED_HTTP_FUNCTIONS},
     "FeedPostsCreateFunction": [
         (FEED_ACTIONS["FeedPostsCreateFunction"], FEED),
@@ -298,6 +491,17 @@ EXPECTED_STATEMENTS: dict[str, list[tuple[set[str], Any]]] = {
     ],
 }
 
+# Every chat function's configuration.
+CHAT_ENV = {
+    "CHAT_TABLE": {"Ref": "ChatTable"},
+    "CONNECTIONS_TABLE": {"Ref": "ConnectionsTable"},
+    "CHAT_DELIVER_QUEUE_URL": {"Ref": "ChatDeliverQueue"},
+    "ID_LEASES_TABLE": {"Ref": "IdLeasesTable"},
+    "CHAT_SOCKET_ENDPOINT": {
+        "Fn::Sub": f"https://${{ChatSocketApi}}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}/{CHAT_SOCKET_STAGE}"
+    },
+}
+
 # Environment variables a function must have (beyond RUST_LOG, which all have).
 EXPECTED_ENV = {
     "IdsGenerateFunction": {"ID_LEASES_TABLE": {"Ref": "IdLeasesTable"}},
@@ -325,6 +529,24 @@ EXPECTED_ENV = {
         }
         for fn_id in FEED_FUNCTIONS
     },
+    # The chat service likewise gets all five.
+    **{fn_id: dict(CHAT_ENV) for fn_id in CHAT_FUNCTIONS},
+    "ChatConnectFunction": {
+        **CHAT_ENV,
+        # $connect is public at the gateway: the function checks the token.
+        "JWT_ISSUER": {"Fn::Sub": "https://cognito-idp.${AWS::Region}.amazonaws.com/${UserPool}"},
+        "JWT_AUDIENCE": {"Ref": "UserPoolClient"},
+    },
+    **{fn_id: {**CHAT_ENV, "FEED_TABLE": {"Ref": "FeedTable"}} for fn_id in CHAT_BLOCK_CHECKERS},
+    "ChatDeliverFunction": {
+        **CHAT_ENV,
+        "CHAT_DELIVER_MAX_ATTEMPTS": "5",
+        "NOTIFY_TABLE": {"Ref": "NotifyTable"},
+        "NOTIFY_PUSH_IOS_QUEUE_URL": {"Ref": "NotifyPushIosQueue"},
+        "NOTIFY_PUSH_ANDROID_QUEUE_URL": {"Ref": "NotifyPushAndroidQueue"},
+        "NOTIFY_SMS_QUEUE_URL": {"Ref": "NotifySmsQueue"},
+        "NOTIFY_EMAIL_QUEUE_URL": {"Ref": "NotifyEmailQueue"},
+    },
 }
 
 # Queue workers: function -> the queue its event source mapping reads.
@@ -336,6 +558,7 @@ EXPECTED_WORKERS = {
     "NotifySmsFunction": "NotifySmsQueue",
     "NotifyEmailFunction": "NotifyEmailQueue",
     "FeedFanoutFunction": "FeedFanoutQueue",
+    "ChatDeliverFunction": "ChatDeliverQueue",
 }
 
 # Periodic functions: function -> its EventBridge schedule. A failed run
@@ -343,6 +566,7 @@ EXPECTED_WORKERS = {
 EXPECTED_SCHEDULES = {
     "NotifySchedulerFunction": "rate(1 minute)",
     "FeedOutboxFunction": "rate(1 minute)",
+    "ChatSweepFunction": "rate(1 minute)",
 }
 
 # Only these functions may see the code key.
@@ -357,6 +581,9 @@ EXPECTED_OUTPUTS = {
     "NotifyTableName",
     "FeedTableName",
     "RedirectDistributionDomain",
+    "ChatTableName",
+    "ConnectionsTableName",
+    "ChatSocketUrl",
 }
 
 OPENAPI_METHODS = {"get", "put", "post", "delete", "options", "head", "patch"}
@@ -453,6 +680,53 @@ def _openapi_routes(cfn: dict) -> dict[tuple[str, str], dict]:
                 elif key in OPENAPI_METHODS:
                     routes[(key.upper(), path)] = operation
     return routes
+
+
+def _http_api(cfn: dict) -> dict:
+    """The HTTP API as the translator generated it (the one with an OpenAPI Body)."""
+    (api,) = [a for a in _resources_of(cfn, "AWS::ApiGatewayV2::Api").values() if "Body" in a["Properties"]]
+    return api
+
+
+def _http_stage(cfn: dict) -> dict:
+    """The HTTP API's stage (the WebSocket API has its own)."""
+    (stage,) = [
+        s for s in _resources_of(cfn, "AWS::ApiGatewayV2::Stage").values()
+        if s["Properties"]["ApiId"] == {"Ref": "HttpApi"}
+    ]
+    return stage
+
+
+def _socket_routes(cfn: dict) -> dict[str, dict]:
+    """Route key -> route properties of every route on ChatSocketApi."""
+    routes = {}
+    for route in _resources_of(cfn, "AWS::ApiGatewayV2::Route").values():
+        props = route["Properties"]
+        assert props["ApiId"] == {"Ref": "ChatSocketApi"}, props
+        assert props["RouteKey"] not in routes, props["RouteKey"]
+        routes[props["RouteKey"]] = props
+    return routes
+
+
+def _integrated_function(cfn: dict, route: dict) -> str:
+    """The function a WebSocket route's integration invokes."""
+    target = route["Target"]["Fn::Sub"]
+    assert target.startswith("integrations/${") and target.endswith("}"), target
+    integration_id = target[len("integrations/${"):-1]
+    integration = cfn["Resources"][integration_id]
+    assert integration["Type"] == "AWS::ApiGatewayV2::Integration", integration_id
+    props = integration["Properties"]
+    assert props["ApiId"] == {"Ref": "ChatSocketApi"}, integration_id
+    assert props["IntegrationType"] == "AWS_PROXY", integration_id
+    uri = props["IntegrationUri"]["Fn::Sub"]
+    prefix = "arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2015-03-31/functions/${"
+    suffix = ".Arn}/invocations"
+    assert uri.startswith(prefix) and uri.endswith(suffix), uri
+    return uri[len(prefix):-len(suffix)]
+
+
+def _socket_functions(cfn: dict) -> set[str]:
+    return {_integrated_function(cfn, route) for route in _socket_routes(cfn).values()}
 
 
 def _statements(role: dict) -> list[dict]:
@@ -553,7 +827,7 @@ def test_jwt_authorizer_is_the_cognito_pool(src, cfn):
     assert api_id == "HttpApi"
     assert api["Properties"]["Auth"]["DefaultAuthorizer"] == JWT_AUTHORIZER
 
-    (gen_api,) = _resources_of(cfn, "AWS::ApiGatewayV2::Api").values()
+    gen_api = _http_api(cfn)
     scheme = gen_api["Properties"]["Body"]["components"]["securitySchemes"][JWT_AUTHORIZER]
     authorizer = scheme["x-amazon-apigateway-authorizer"]
     assert authorizer["type"] == "jwt"
@@ -580,7 +854,7 @@ def test_route_auth_is_as_declared(src, cfn):
 
 
 def test_stage_throttling_and_access_logs(src, cfn):
-    (stage,) = _resources_of(cfn, "AWS::ApiGatewayV2::Stage").values()
+    stage = _http_stage(cfn)
     props = stage["Properties"]
     assert props["StageName"] == "$default"
     assert props["DefaultRouteSettings"] == {
@@ -600,13 +874,15 @@ def test_roles_are_least_privilege(cfn, functions):
     assert not unknown, f"EXPECTED_STATEMENTS names unknown functions {unknown}"
     roles = _resources_of(cfn, "AWS::IAM::Role")
     http_functions = {fn_id for fn_id, _, _, _, _ in _http_api_events(source_template())}
+    # The WebSocket functions have the rate-limit layer too.
+    http_functions |= _socket_functions(cfn)
     for fn_id in functions:
         role = roles[f"{fn_id}Role"]
         managed = {json.dumps(p, sort_keys=True) if not isinstance(p, str) else p
                    for p in role["Properties"]["ManagedPolicyArns"]}
         expected_managed = set(BASE_MANAGED_POLICIES)
         if fn_id in http_functions:
-            # The rate-limit layer every HTTP function has.
+            # The rate-limit layer every HTTP (and WebSocket) function has.
             expected_managed.add(json.dumps({"Ref": "RateLimitStatePolicy"}))
         assert managed == expected_managed, f"{fn_id}: managed policies {sorted(managed)}"
         statements = _statements(role)
@@ -641,7 +917,7 @@ def test_the_rate_limit_policy_grants_only_conditional_puts(cfn):
 
 
 def test_api_gateway_throttles_the_stage_and_costly_routes(cfn):
-    (stage,) = _resources_of(cfn, "AWS::ApiGatewayV2::Stage").values()
+    stage = _http_stage(cfn)
     routes = stage["Properties"]["RouteSettings"]
     for route in ("POST /api/v1/shorten", "POST /api/v1/shorten/batch"):
         assert routes[route]["ThrottlingRateLimit"] > 0, route
@@ -663,7 +939,7 @@ def test_function_environment(cfn):
             assert variables.get(name) == value, (fn_id, name)
 
 
-@pytest.mark.parametrize("table_id", ["IdLeasesTable", "FeedTable"])
+@pytest.mark.parametrize("table_id", ["IdLeasesTable", "FeedTable", "ChatTable", "ConnectionsTable"])
 def test_pk_sk_tables(cfn, table_id):
     table = cfn["Resources"][table_id]
     assert table["Type"] == "AWS::DynamoDB::Table"
@@ -892,7 +1168,7 @@ def test_only_the_publishers_reach_the_fanout_queue_and_id_leases(cfn):
             if resource == ID_LEASES:
                 leasers.add(fn_id)
     assert senders == {"FeedPostsCreateFunction", "FeedFanoutFunction", "FeedOutboxFunction"}
-    assert leasers == {"IdsGenerateFunction", "FeedPostsCreateFunction"}
+    assert leasers == {"IdsGenerateFunction", "FeedPostsCreateFunction", *CHAT_ID_LEASERS}
     assert set(EXPECTED_STATEMENTS) >= set(FEED_FUNCTIONS)
 
 
@@ -911,6 +1187,271 @@ def test_feed_functions_get_exactly_their_table_actions():
     for fn_id in FEED_FUNCTIONS:
         on_feed = [actions for actions, resource in EXPECTED_STATEMENTS[fn_id] if resource == FEED]
         assert on_feed == [FEED_ACTIONS[fn_id]], fn_id
+
+
+# --------------------------------------------------------------------------
+# chat
+# --------------------------------------------------------------------------
+
+
+def test_chat_functions_run_their_handlers(functions):
+    chat = {fn_id for fn_id in functions if fn_id.startswith("Chat")}
+    assert chat == set(CHAT_FUNCTIONS) == set(CHAT_HANDLERS)
+    for fn_id, handler in CHAT_HANDLERS.items():
+        assert functions[fn_id]["Properties"]["Handler"] == handler, fn_id
+
+
+def test_chat_functions_get_exactly_their_table_actions():
+    assert set(EXPECTED_STATEMENTS) >= set(CHAT_FUNCTIONS)
+    # The connection-only functions never touch ChatTable.
+    assert set(CHAT_FUNCTIONS) - set(CHAT_ACTIONS) == {
+        "ChatConnectFunction",
+        "ChatDisconnectFunction",
+        "ChatHeartbeatFunction",
+        "ChatDefaultFunction",
+    }
+    readers = {
+        fn_id for fn_id, actions in CHAT_ACTIONS.items() if actions <= ddb("GetItem", "Query", "BatchGetItem")
+    }
+    assert readers == {
+        "ChatConversationsListFunction",
+        "ChatConversationGetFunction",
+        "ChatMessagesListFunction",
+        "ChatSyncReadFunction",
+        "ChatSyncFunction",
+        "ChatPresenceGetFunction",
+        "ChatTypingFunction",
+    }
+    for fn_id in CHAT_FUNCTIONS:
+        by_resource = {}
+        for actions, resource in EXPECTED_STATEMENTS[fn_id]:
+            key = json.dumps(resource, sort_keys=True)
+            assert key not in by_resource, f"{fn_id}: two statements on {resource}"
+            by_resource[key] = actions
+        assert by_resource.get(json.dumps(CHAT, sort_keys=True)) == CHAT_ACTIONS.get(fn_id), fn_id
+        assert by_resource.get(json.dumps(CONNECTIONS, sort_keys=True)) == CONNECTIONS_ACTIONS.get(fn_id), fn_id
+        # Block checks read FeedTable and never write it.
+        on_feed = by_resource.get(json.dumps(FEED, sort_keys=True))
+        assert on_feed == (ddb("BatchGetItem") if fn_id in CHAT_BLOCK_CHECKERS else None), fn_id
+    # Only the worker sees notify.
+    notify_users = {
+        fn_id for fn_id, statements in EXPECTED_STATEMENTS.items()
+        if fn_id.startswith("Chat") and any(resource == NOTIFY for _, resource in statements)
+    }
+    assert notify_users == {"ChatDeliverFunction"}
+
+
+def test_only_event_writers_and_presence_changes_queue_deliveries():
+    senders, consumers = set(), set()
+    for fn_id, statements in EXPECTED_STATEMENTS.items():
+        for actions, resource in statements:
+            if resource == CHAT_DELIVER_QUEUE:
+                if "sqs:SendMessage" in actions:
+                    senders.add(fn_id)
+                if actions == CONSUME:
+                    consumers.add(fn_id)
+    assert senders == CHAT_DELIVER_SENDERS
+    assert len(senders) == 14
+    assert consumers == {"ChatDeliverFunction"}
+
+
+def test_the_socket_api_routes_each_action_to_its_own_function(cfn):
+    (api_id,) = [k for k, v in _resources_of(cfn, "AWS::ApiGatewayV2::Api").items() if "Body" not in v["Properties"]]
+    assert api_id == "ChatSocketApi"
+    api = cfn["Resources"][api_id]["Properties"]
+    assert api["ProtocolType"] == "WEBSOCKET"
+    assert api["RouteSelectionExpression"] == "$request.body.action"
+
+    routes = _socket_routes(cfn)
+    assert set(routes) == set(CHAT_SOCKET_FUNCTIONS.values())
+    assert len(routes) == 8
+    by_route = {route: fn_id for fn_id, route in CHAT_SOCKET_FUNCTIONS.items()}
+    integrations = set()
+    for key, route in routes.items():
+        assert _integrated_function(cfn, route) == by_route[key], key
+        integrations.add(route["Target"]["Fn::Sub"])
+        # $connect verifies the token itself (a browser cannot send headers).
+        assert route["AuthorizationType"] == "NONE", key
+    # One integration per route: no function answers two.
+    assert len(integrations) == len(routes)
+    assert len(_resources_of(cfn, "AWS::ApiGatewayV2::Integration")) == len(routes)
+
+
+def test_the_socket_stage_deploys_every_route_and_is_throttled(cfn):
+    routes = {
+        k for k, v in _resources_of(cfn, "AWS::ApiGatewayV2::Route").items()
+        if v["Properties"]["ApiId"] == {"Ref": "ChatSocketApi"}
+    }
+    (dep_id, deployment), = _resources_of(cfn, "AWS::ApiGatewayV2::Deployment").items()
+    assert deployment["Properties"]["ApiId"] == {"Ref": "ChatSocketApi"}
+    assert set(deployment["DependsOn"]) == routes
+    (stage,) = [
+        s["Properties"] for s in _resources_of(cfn, "AWS::ApiGatewayV2::Stage").values()
+        if s["Properties"]["ApiId"] == {"Ref": "ChatSocketApi"}
+    ]
+    assert stage["StageName"] == CHAT_SOCKET_STAGE
+    assert stage["DeploymentId"] == {"Ref": dep_id}
+    assert "AutoDeploy" not in stage
+    assert stage["DefaultRouteSettings"] == {
+        "ThrottlingBurstLimit": {"Ref": "ApiThrottlingBurstLimit"},
+        "ThrottlingRateLimit": {"Ref": "ApiThrottlingRateLimit"},
+    }
+
+
+def test_api_gateway_may_invoke_each_socket_function_only_for_its_route(cfn):
+    permissions = {}
+    for perm in _resources_of(cfn, "AWS::Lambda::Permission").values():
+        props = perm["Properties"]
+        if props["Principal"] != "apigateway.amazonaws.com" or "Ref" not in props["FunctionName"]:
+            continue
+        fn_id = props["FunctionName"]["Ref"]
+        if fn_id not in CHAT_SOCKET_FUNCTIONS:
+            continue
+        assert fn_id not in permissions, f"{fn_id} has two invoke permissions"
+        assert props["Action"] == "lambda:InvokeFunction", fn_id
+        permissions[fn_id] = props["SourceArn"]
+    assert set(permissions) == set(CHAT_SOCKET_FUNCTIONS)
+    for fn_id, route in CHAT_SOCKET_FUNCTIONS.items():
+        assert permissions[fn_id] == {"Fn::Sub": f"{_SOCKET_ARN}/{CHAT_SOCKET_STAGE}/{route}"}, fn_id
+
+
+def test_manage_connections_only_on_this_socket_stage(cfn):
+    # Every execute-api grant in the stack is ManageConnections on the chat
+    # stage's @connections, and only the functions that talk to sockets have it.
+    roles = _resources_of(cfn, "AWS::IAM::Role")
+    senders, closers = set(), set()
+    for role_id, role in roles.items():
+        for st in _statements(role):
+            actions = set(_as_list(st["Action"]))
+            if not any(a.startswith("execute-api:") for a in actions):
+                continue
+            fn_id = role_id.removesuffix("Role")
+            assert actions == {"execute-api:ManageConnections"}, (fn_id, st)
+            resources = _as_list(st["Resource"])
+            assert SOCKET_POST in resources, (fn_id, st)
+            assert all(r in (SOCKET_POST, SOCKET_DELETE) for r in resources), (fn_id, st)
+            senders.add(fn_id)
+            if SOCKET_DELETE in resources:
+                closers.add(fn_id)
+    assert senders == SOCKET_SENDERS
+    assert closers == SOCKET_CLOSERS
+    # The ARN names this API and no other (nor a wildcard API or stage).
+    for arn in (SOCKET_POST, SOCKET_DELETE):
+        api_and_stage = arn["Fn::Sub"].split(":")[-1].split("/")[:2]
+        assert api_and_stage == ["${ChatSocketApi}", CHAT_SOCKET_STAGE], arn
+
+
+def test_chat_functions_reach_this_socket_stage(cfn):
+    lambdas = _resources_of(cfn, "AWS::Lambda::Function")
+    for fn_id in CHAT_FUNCTIONS:
+        variables = lambdas[fn_id]["Properties"]["Environment"]["Variables"]
+        assert variables["CHAT_SOCKET_ENDPOINT"] == CHAT_ENV["CHAT_SOCKET_ENDPOINT"], fn_id
+    url = cfn["Outputs"]["ChatSocketUrl"]["Value"]
+    assert url == {
+        "Fn::Sub": f"wss://${{ChatSocketApi}}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}/{CHAT_SOCKET_STAGE}"
+    }
+
+
+def test_the_connect_function_can_verify_tokens(cfn):
+    variables = _resources_of(cfn, "AWS::Lambda::Function")["ChatConnectFunction"]["Properties"]["Environment"][
+        "Variables"
+    ]
+    issuer = {"Fn::Sub": "https://cognito-idp.${AWS::Region}.amazonaws.com/${UserPool}"}
+    assert (variables["JWT_ISSUER"], variables["JWT_AUDIENCE"]) == (issuer, {"Ref": "UserPoolClient"})
+
+
+def test_chat_deliver_queue_is_fifo_with_a_fifo_dlq(cfn):
+    resources = cfn["Resources"]
+    queue = resources["ChatDeliverQueue"]["Properties"]
+    assert queue["FifoQueue"] is True
+    # The senders give every job its deduplication id.
+    assert queue["ContentBasedDeduplication"] is False
+    assert queue["QueueName"] == {"Fn::Sub": "${AWS::StackName}-chat-deliver.fifo"}
+    assert queue["VisibilityTimeout"] == 60
+    dlq_id = queue["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": [dlq_id, "Arn"]},
+        "maxReceiveCount": 5,
+    }
+    dlq = resources[dlq_id]["Properties"]
+    # SQS refuses a standard DLQ for a FIFO queue (and the other way round).
+    assert dlq["FifoQueue"] is True
+    assert dlq["QueueName"]["Fn::Sub"].endswith(".fifo")
+    assert dlq["MessageRetentionPeriod"] == 14 * 86400
+    assert "RedrivePolicy" not in dlq
+    # Every other queue is a standard one, with a standard DLQ.
+    for q_id, q in _resources_of(cfn, "AWS::SQS::Queue").items():
+        if q_id not in ("ChatDeliverQueue", dlq_id):
+            assert not q["Properties"].get("FifoQueue"), q_id
+    # The worker gives up on the receive the queue dead-letters after.
+    worker = resources["ChatDeliverFunction"]["Properties"]
+    assert worker["Environment"]["Variables"]["CHAT_DELIVER_MAX_ATTEMPTS"] == str(
+        queue["RedrivePolicy"]["maxReceiveCount"]
+    )
+    alarms = [a["Properties"] for a in _resources_of(cfn, "AWS::CloudWatch::Alarm").values()]
+    watched = {(a["MetricName"], a["Dimensions"][0]["Value"]["Fn::GetAtt"][0]) for a in alarms}
+    assert ("ApproximateNumberOfMessagesVisible", dlq_id) in watched
+    assert ("ApproximateNumberOfMessagesVisible", "ChatDeliverQueue") in watched
+    assert ("ApproximateAgeOfOldestMessage", "ChatDeliverQueue") in watched
+    (mapping,) = [
+        m["Properties"]
+        for m in _resources_of(cfn, "AWS::Lambda::EventSourceMapping").values()
+        if m["Properties"]["FunctionName"] == {"Ref": "ChatDeliverFunction"}
+    ]
+    assert mapping["BatchSize"] == 10
+    # Lambda refuses a batching window on a FIFO source.
+    assert "MaximumBatchingWindowInSeconds" not in mapping
+
+
+EVENTS_DIR = ROOT / "tests" / "events"
+
+
+def test_every_chat_handler_has_a_sample_event(src):
+    # The HTTP ones are API Gateway v2 events of their route, the socket ones
+    # WebSocket proxy events of their route, the worker's an SQS event from
+    # the FIFO queue, the sweeper's a scheduled event.
+    http = {
+        fn_id: (method, path) for fn_id, _, method, path, _ in _http_api_events(src) if fn_id in CHAT_HTTP_FUNCTIONS
+    }
+    for fn_id, handler in CHAT_HANDLERS.items():
+        path = EVENTS_DIR / f"{handler}.json"
+        assert path.is_file(), f"tests/events/{handler}.json is missing"
+        event = json.loads(path.read_text())
+        if fn_id in CHAT_HTTP_FUNCTIONS:
+            method, route = http[fn_id]
+            assert event["version"] == "2.0", handler
+            assert event["routeKey"] == event["requestContext"]["routeKey"] == f"{method} {route}", handler
+            assert event["requestContext"]["http"]["method"] == method, handler
+            assert event["requestContext"]["authorizer"]["jwt"]["claims"]["sub"], handler
+            # The raw path is the route with its parameters filled in.
+            params = event.get("pathParameters") or {}
+            filled = route
+            for name, value in params.items():
+                filled = filled.replace("{" + name + "}", value)
+            assert "{" not in filled and filled == event["rawPath"], handler
+        elif fn_id in CHAT_SOCKET_FUNCTIONS:
+            ctx = event["requestContext"]
+            route = CHAT_SOCKET_FUNCTIONS[fn_id]
+            assert ctx["routeKey"] == route, handler
+            expected_type = {"$connect": "CONNECT", "$disconnect": "DISCONNECT"}.get(route, "MESSAGE")
+            assert ctx["eventType"] == expected_type, handler
+            assert ctx["stage"] == CHAT_SOCKET_STAGE and ctx["connectionId"], handler
+            if route == "$connect":
+                assert event["queryStringParameters"]["token"], handler
+            if expected_type == "MESSAGE":
+                frame = json.loads(event["body"])
+                if route != "$default":
+                    assert frame["action"] == route, handler
+        elif fn_id == "ChatDeliverFunction":
+            for record in event["Records"]:
+                assert record["eventSource"] == "aws:sqs"
+                assert record["eventSourceARN"].endswith(".fifo")
+                assert {"MessageGroupId", "MessageDeduplicationId", "SequenceNumber"} <= set(record["attributes"])
+            # The first record is a real job (a later one is deliberately not:
+            # the Lambda harness checks that a FIFO batch stops at a failure).
+            assert json.loads(event["Records"][0]["body"])["kind"] == "events"
+        else:
+            assert event["detail-type"] == "Scheduled Event", handler
 
 
 def test_outputs(cfn):

@@ -5,3 +5,4 @@ pub mod lambda;
 pub mod outbox;
 pub mod poller;
 pub mod server;
+pub mod sockets;

@@ -227,6 +227,10 @@ pub async fn app(
     tokens: LocalTokens,
     outbox: Arc<Outbox>,
 ) -> Result<Router, StartError> {
+    // Before any function is built: chat posts to these sockets and checks
+    // `$connect` tokens with the host's key.
+    platform.set_token_verifier(Arc::new(tokens.clone()))?;
+    let sockets = crate::sockets::router(&platform).await?;
     let mut functions = Router::new();
     let mut auth: HashMap<&'static str, Vec<(Method, Auth)>> = HashMap::new();
     for function in FUNCTIONS {
@@ -249,7 +253,7 @@ pub async fn app(
             axum::routing::get(list_outbox).with_state(outbox),
         );
     let body_limit = http::body_limit_from_env().map_err(StartError::Invalid)?;
-    Ok(http::api(functions.merge(local), body_limit))
+    Ok(http::api(functions.merge(local).merge(sockets), body_limit))
 }
 
 /// Every push, SMS and email that left, in send order; `?count=true` gives

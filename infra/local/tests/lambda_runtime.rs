@@ -351,7 +351,119 @@ fn expectations() -> Vec<(&'static str, Expect)> {
         ),
         ("feed-fanout", Batch(&["m2"])),
         ("feed-outbox", Clean),
+        // Chat: nina's 1:1 with omar (its id is fixed by the pair), then
+        // what the other functions do with it.
+        (
+            "conversations-create",
+            Http(201, |r| {
+                check(
+                    r.json["id"] == CHAT_DIRECT && r.json["kind"] == "direct",
+                    "the pair's 1:1",
+                    r,
+                )
+            }),
+        ),
+        (
+            "messages-send",
+            Http(201, |r| {
+                check(
+                    r.json["created"] == true && r.json["message"]["senderId"] == "nina",
+                    "a new message",
+                    r,
+                )
+            }),
+        ),
+        (
+            "messages-list",
+            Http(200, |r| {
+                check(
+                    r.json["messages"].as_array().map(Vec::len) == Some(1),
+                    "the message just sent",
+                    r,
+                )
+            }),
+        ),
+        (
+            "conversations-list",
+            Http(200, |r| {
+                check(
+                    r.json["conversations"][0]["id"] == CHAT_DIRECT
+                        && r.json["conversations"][0]["unreadCount"] == 0,
+                    "the 1:1, read by its sender",
+                    r,
+                )
+            }),
+        ),
+        (
+            "conversation-get",
+            Http(200, |r| {
+                check(
+                    r.json["members"].as_array().map(Vec::len) == Some(2),
+                    "both members",
+                    r,
+                )
+            }),
+        ),
+        (
+            "conversation-update",
+            Http(400, |r| code(r, "direct_conversation")),
+        ),
+        ("members-add", Http(400, |r| code(r, "direct_conversation"))),
+        (
+            "members-remove",
+            Http(400, |r| code(r, "direct_conversation")),
+        ),
+        ("messages-edit", Http(404, |r| code(r, "message_not_found"))),
+        (
+            "messages-delete",
+            Http(404, |r| code(r, "message_not_found")),
+        ),
+        ("read-put", Http(404, |r| code(r, "message_not_found"))),
+        (
+            "mute-put",
+            Http(200, |r| check(r.json["muted"] == true, "muted", r)),
+        ),
+        (
+            "chat-deliver",
+            // The second record is no job: it fails, and (a FIFO batch)
+            // nothing after it runs.
+            Batch(&["m2", "m3"]),
+        ),
+        (
+            "sync-read",
+            Http(200, |r| {
+                check(
+                    r.json["events"]
+                        .as_array()
+                        .is_some_and(|e| e.iter().any(|e| e["kind"] == "message")),
+                    "the delivered message in nina's stream",
+                    r,
+                )
+            }),
+        ),
+        (
+            "presence-get",
+            Http(200, |r| check(r.json["status"] == "offline", "offline", r)),
+        ),
+        ("chat-connect", Http(401, |r| code(r, "unauthorized"))),
+        ("chat-disconnect", Http(200, |_| Ok(()))),
+        // A connection the table does not know: told to reconnect (the
+        // frame goes through moto's management API).
+        ("chat-default", Http(410, |_| Ok(()))),
+        ("chat-send", Http(410, |_| Ok(()))),
+        ("chat-sync", Http(410, |_| Ok(()))),
+        ("chat-heartbeat", Http(410, |_| Ok(()))),
+        ("chat-typing", Http(410, |_| Ok(()))),
+        ("chat-read", Http(410, |_| Ok(()))),
+        ("chat-sweep", Clean),
     ]
+}
+
+/// `direct_id("nina", "omar")`: the chat sample events' conversation.
+const CHAT_DIRECT: &str = "d4605d0f59593188ca35f7e2e76699c76";
+
+fn code(r: &Response, expected: &str) -> Result<(), String> {
+    check(r.json["error"]["code"] == expected, expected, r)
 }
 
 fn event(handler: &str) -> Vec<u8> {

@@ -1,6 +1,7 @@
 //! Adapters on the AWS SDK. `AWS_ENDPOINT_URL` points every client at another
 //! endpoint (a moto server in tests).
 
+pub mod apigateway;
 pub mod bootstrap;
 pub mod cloudfront;
 pub mod dynamodb;
@@ -8,6 +9,7 @@ pub mod sesv2;
 pub mod sns;
 pub mod sqs;
 
+pub use apigateway::ManagementApiConnections;
 pub use cloudfront::CloudFrontCdn;
 pub use dynamodb::DynamoTable;
 pub use sesv2::SesEmail;

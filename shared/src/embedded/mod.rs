@@ -5,11 +5,13 @@ mod codec;
 mod expr;
 pub mod outbox;
 pub mod queue;
+pub mod sockets;
 pub mod store;
 pub mod table;
 
 pub use cdn::LocalEdge;
 pub use outbox::{Outbox, OutboxItem};
 pub use queue::EmbeddedQueue;
+pub use sockets::{LocalSockets, SocketFrame};
 pub use store::{EmbeddedStore, StoreError};
 pub use table::EmbeddedTable;

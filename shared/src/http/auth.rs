@@ -158,6 +158,35 @@ impl LocalTokens {
     }
 }
 
+/// Checks a token that arrives outside an `Authorization` header (the
+/// WebSocket `$connect`'s query string): answers the user it names.
+#[async_trait::async_trait]
+pub trait TokenVerifier: Send + Sync + 'static {
+    async fn user_of(&self, token: &str) -> Result<String, TokenError>;
+}
+
+fn subject(claims: HashMap<String, String>) -> Result<String, TokenError> {
+    claims
+        .get("sub")
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .ok_or_else(|| TokenError::Invalid("the token names no user (sub)".into()))
+}
+
+#[async_trait::async_trait]
+impl TokenVerifier for LocalTokens {
+    async fn user_of(&self, token: &str) -> Result<String, TokenError> {
+        subject(self.verify(token)?)
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenVerifier for super::jwks::JwksVerifier {
+    async fn user_of(&self, token: &str) -> Result<String, TokenError> {
+        subject(self.verify(token).await?)
+    }
+}
+
 /// The token in an `Authorization: Bearer <token>` header, if any.
 pub fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts

@@ -199,6 +199,44 @@ impl From<FeedError> for ApiError {
     }
 }
 
+impl From<crate::chat::ChatError> for ApiError {
+    fn from(e: crate::chat::ChatError) -> Self {
+        use crate::chat::ChatError as E;
+        let message = e.to_string();
+        let code = e.code();
+        match e {
+            E::Invalid(..) => ApiError::bad_request(code, message),
+            E::ConversationNotFound | E::MessageNotFound | E::PresenceNotVisible => {
+                ApiError::new(StatusCode::NOT_FOUND, code, message)
+            }
+            E::NotSender | E::NotAdmin | E::Blocked(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, code, message)
+            }
+            E::MessageDeleted => ApiError::new(StatusCode::GONE, code, message),
+            E::ConversationLimit(_) => ApiError::new(StatusCode::CONFLICT, code, message),
+            E::RateLimited(secs) => ApiError {
+                retry_after: Some(secs),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+            },
+            E::Throttled => ApiError {
+                code,
+                ..ApiError::unavailable(message, 1)
+            },
+            E::Ids(_) => {
+                tracing::warn!(error = %message, "cannot issue message ids");
+                ApiError {
+                    code,
+                    ..ApiError::unavailable(message, 1)
+                }
+            }
+            E::Store(_) => {
+                tracing::error!(error = %message, "chat store failure");
+                ApiError::unavailable("the chat store is unavailable; retry shortly", 1)
+            }
+        }
+    }
+}
+
 /// A JSON body that did not parse: 413 if too large, 415 if not JSON,
 /// 400 otherwise (syntax or shape), always with the parser's message.
 pub fn json_rejection(e: axum::extract::rejection::JsonRejection) -> ApiError {

@@ -3,12 +3,14 @@
 
 pub mod cdn;
 pub mod clock;
+pub mod connections;
 pub mod queue;
 pub mod senders;
 pub mod table;
 
 pub use cdn::{Cdn, CdnError};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use connections::{ConnectionError, Connections};
 pub use queue::{OutgoingMessage, Queue, QueueError, QueueSpec, ReceivedMessage};
 pub use senders::{
     DevicePlatform, EmailMessage, EmailSender, PushMessage, PushSender, SendError, SmsMessage,

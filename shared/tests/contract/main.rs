@@ -3,6 +3,7 @@
 mod support;
 
 mod cdn;
+mod connections;
 mod queue;
 mod senders;
 mod table;

@@ -67,6 +67,19 @@ fn passthrough() -> Vec<(String, String)> {
     .collect()
 }
 
+/// moto answers the WebSocket management API only on its own endpoint,
+/// without the stage path the template's `CHAT_SOCKET_ENDPOINT` carries:
+/// where a function is given that endpoint, it gets moto's instead.
+fn socket_endpoint(environment: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    match (
+        environment.contains_key("CHAT_SOCKET_ENDPOINT"),
+        std::env::var("AWS_ENDPOINT_URL"),
+    ) {
+        (true, Ok(endpoint)) => vec![("CHAT_SOCKET_ENDPOINT".to_owned(), endpoint)],
+        _ => Vec::new(),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
     #[error("start {binary}: {error}")]
@@ -141,6 +154,7 @@ impl Launch {
             .envs(lambda_environment(&self.function))
             .envs(passthrough())
             .envs(&self.environment)
+            .envs(socket_endpoint(&self.environment))
             .env("AWS_LAMBDA_RUNTIME_API", api.endpoint())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -102,6 +102,22 @@ impl Stack {
             stack.secrets.insert(arn.clone(), value);
             stack.refs.insert(id, arn);
         }
+        // The WebSocket API: an id and its stage's name, for the
+        // management endpoint the chat functions are given.
+        for id in template.of_type("AWS::ApiGatewayV2::Api") {
+            let api_id = format!("{}{}", prefix.trim_end_matches('-'), id.len());
+            stack.refs.insert(id, api_id.to_lowercase());
+        }
+        for id in template.of_type("AWS::ApiGatewayV2::Stage") {
+            let name = template
+                .resource(&id)
+                .and_then(|r| r.get("Properties"))
+                .and_then(|p| p.get("StageName"))
+                .and_then(serde_yaml_ng::Value::as_str)
+                .unwrap_or("v1")
+                .to_owned();
+            stack.refs.insert(id, name);
+        }
         for id in template.of_type("AWS::Cognito::UserPool") {
             stack.refs.insert(id, format!("{REGION}_hanulLocal"));
         }
