@@ -345,21 +345,13 @@ impl ChatService {
         Ok(false)
     }
 
-    /// `typing`: to the other members' online devices, never stored.
+    /// `typing`: to the other members' online devices, never stored. The
+    /// membership is read fresh (a member removed through another instance
+    /// is refused at once).
     pub async fn typing(&self, user: &str, cid: &str) -> Result<usize, ChatError> {
-        super::model::check_conversation_id(cid)?;
-        let list = self.member_list(cid, None).await?;
-        if !list.members.iter().any(|m| m.user_id == user) {
-            // The cached list may predate the user's joining.
-            self.members.invalidate(cid);
-            let list = self.member_list(cid, None).await?;
-            if !list.members.iter().any(|m| m.user_id == user) {
-                return Err(ChatError::ConversationNotFound);
-            }
-        }
+        let meta = self.member_meta(user, cid).await?;
         self.check_rate("@chat/typing", user).await?;
-        let list = self.member_list(cid, None).await?;
-        let others: Vec<String> = list
+        let others: Vec<String> = meta
             .members
             .iter()
             .filter(|m| m.user_id != user)
