@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
+use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, patch, post, put};
-use axum::{Json, Router};
 use hanul_shared::chat::{
     AddMembers, ChatService, Conversation, ConversationList, CreateConversation, EditMessage,
     History, HistoryQuery, ListQuery, Message, Mute, Presence, ReadMarker, ReadState, Rename,
@@ -31,19 +30,8 @@ use crate::routes::{
 type Chat = State<Arc<ChatService>>;
 
 macro_rules! chat_function {
-    ($name:literal, $route:expr, $path:literal, $method:ident, $handler:ident) => {
-        Function {
-            name: $name,
-            routes: &[$route],
-            build: |platform| {
-                Box::pin(async move {
-                    let service = platform.chat().await?;
-                    Ok(Router::new()
-                        .route($path, $method($handler))
-                        .with_state(service))
-                })
-            },
-        }
+    ($($args:tt)*) => {
+        crate::routes::service_function!(chat, $($args)*)
     };
 }
 

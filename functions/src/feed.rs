@@ -6,12 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
+use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
-use axum::{Json, Router};
 use hanul_shared::feed::{
     CreatePost, FeedPage, FeedPost, FeedQuery, FeedService, FollowOutcome, ListQuery, Profile,
     PutProfile, UserList, UserProfile,
@@ -27,19 +26,8 @@ type Feed = State<Arc<FeedService>>;
 
 /// One function: its route and the handler, over the platform's feed.
 macro_rules! feed_function {
-    ($name:literal, $route:expr, $path:literal, $method:ident, $handler:ident) => {
-        Function {
-            name: $name,
-            routes: &[$route],
-            build: |platform| {
-                Box::pin(async move {
-                    let service = platform.feed().await?;
-                    Ok(Router::new()
-                        .route($path, $method($handler))
-                        .with_state(service))
-                })
-            },
-        }
+    ($($args:tt)*) => {
+        crate::routes::service_function!(feed, $($args)*)
     };
 }
 

@@ -10,7 +10,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use hanul_shared::http::auth::{Caller, MaybeCaller};
 use hanul_shared::http::service_keys::ServiceKeys;
@@ -26,19 +26,8 @@ use serde_json::{Value, json};
 use crate::routes::{self, Auth, Function, Periodic, SqsHandler, Tick, Worker};
 
 macro_rules! user_function {
-    ($name:literal, $route:expr, $path:literal, $method:ident, $handler:ident) => {
-        Function {
-            name: $name,
-            routes: &[$route],
-            build: |platform| {
-                Box::pin(async move {
-                    let service = platform.notify_records().await?;
-                    Ok(Router::new()
-                        .route($path, $method($handler))
-                        .with_state(service))
-                })
-            },
-        }
+    ($($args:tt)*) => {
+        crate::routes::service_function!(notify_records, $($args)*)
     };
 }
 

@@ -52,6 +52,26 @@ impl std::fmt::Debug for Function {
     }
 }
 
+/// A function of one route whose handler takes the service the platform
+/// builds with `$service` (`chat`, `feed`, `notify_records`) as its state.
+macro_rules! service_function {
+    ($service:ident, $name:literal, $route:expr, $path:literal, $method:ident, $handler:ident) => {
+        $crate::routes::Function {
+            name: $name,
+            routes: &[$route],
+            build: |platform| {
+                Box::pin(async move {
+                    let service = platform.$service().await?;
+                    Ok(axum::Router::new()
+                        .route($path, axum::routing::$method($handler))
+                        .with_state(service))
+                })
+            },
+        }
+    };
+}
+pub(crate) use service_function;
+
 pub const fn get(path: &'static str, auth: Auth) -> Route {
     Route {
         method: Method::GET,
