@@ -5,6 +5,7 @@ pub mod chat;
 pub mod feed;
 pub mod health;
 pub mod ids;
+pub mod media;
 pub mod notify;
 pub mod ratelimit;
 pub mod routes;

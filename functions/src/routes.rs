@@ -169,6 +169,8 @@ pub static FUNCTIONS: &[Function] = &[
     crate::chat::MUTE_PUT,
     crate::chat::SYNC_READ,
     crate::chat::PRESENCE_GET,
+    crate::media::MEDIA_CREATE,
+    crate::media::MEDIA_GET,
 ];
 
 pub fn find(name: &str) -> Option<&'static Function> {
@@ -202,6 +204,7 @@ pub static WORKERS: &[Worker] = &[
     crate::notify::EMAIL_WORKER,
     crate::feed::FANOUT_WORKER,
     crate::chat::DELIVER_WORKER,
+    crate::media::PROCESS_WORKER,
 ];
 
 pub fn find_worker(name: &str) -> Option<&'static Worker> {

@@ -7,6 +7,7 @@ pub mod embedded;
 pub mod feed;
 pub mod http;
 pub mod ids;
+pub mod media;
 pub mod notify;
 pub mod platform;
 pub mod ports;

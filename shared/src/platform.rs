@@ -2,6 +2,10 @@
 //! Functions ask the platform for what they need at cold start, so a missing
 //! setting stops the start with a clear message (DESIGN rule 7).
 
+mod media;
+
+pub use media::{MEDIA_DLQ, MEDIA_QUEUE, MEDIA_UPLOAD_KEY_VAR};
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -42,6 +46,8 @@ pub enum TableName {
     Chat,
     /// WebSocket connections, presence, heartbeat buckets.
     Connections,
+    /// The local host's accounts and sessions (Cognito's job on AWS).
+    Accounts,
 }
 
 impl TableName {
@@ -54,6 +60,7 @@ impl TableName {
         TableName::Feed,
         TableName::Chat,
         TableName::Connections,
+        TableName::Accounts,
     ];
 
     /// The name used locally and as the suffix of bootstrapped tables.
@@ -67,6 +74,7 @@ impl TableName {
             TableName::Feed => "feed",
             TableName::Chat => "chat",
             TableName::Connections => "connections",
+            TableName::Accounts => "accounts",
         }
     }
 
@@ -81,6 +89,7 @@ impl TableName {
             TableName::Feed => "FEED_TABLE",
             TableName::Chat => "CHAT_TABLE",
             TableName::Connections => "CONNECTIONS_TABLE",
+            TableName::Accounts => "ACCOUNTS_TABLE",
         }
     }
 }
@@ -120,6 +129,7 @@ struct AwsClients {
     cloudfront: OnceLock<aws_sdk_cloudfront::Client>,
     sns: OnceLock<aws_sdk_sns::Client>,
     sesv2: OnceLock<aws_sdk_sesv2::Client>,
+    s3: OnceLock<aws_sdk_s3::Client>,
     management: OnceLock<aws_sdk_apigatewaymanagement::Client>,
 }
 
@@ -132,6 +142,7 @@ impl AwsClients {
             cloudfront: OnceLock::new(),
             sns: OnceLock::new(),
             sesv2: OnceLock::new(),
+            s3: OnceLock::new(),
             management: OnceLock::new(),
         }
     }
@@ -166,6 +177,20 @@ impl AwsClients {
             .get_or_init(|| aws_sdk_sns::Client::new(&self.config))
     }
 
+    /// Path-style, as the media store's own client (moto needs it).
+    fn s3(&self) -> &aws_sdk_s3::Client {
+        self.s3.get_or_init(|| {
+            let conf = aws_sdk_s3::config::Builder::from(&self.config)
+                .force_path_style(true)
+                .build();
+            aws_sdk_s3::Client::from_conf(conf)
+        })
+    }
+
+    fn config(&self) -> &aws_config::SdkConfig {
+        &self.config
+    }
+
     fn sesv2(&self) -> &aws_sdk_sesv2::Client {
         self.sesv2
             .get_or_init(|| aws_sdk_sesv2::Client::new(&self.config))
@@ -185,6 +210,9 @@ pub struct Platform {
     senders: tokio::sync::OnceCell<Senders>,
     cdn: tokio::sync::OnceCell<Arc<dyn Cdn>>,
     chat: tokio::sync::OnceCell<Arc<ChatService>>,
+    media: tokio::sync::OnceCell<Arc<crate::media::MediaService>>,
+    media_store: tokio::sync::OnceCell<Arc<dyn crate::ports::media::MediaStore>>,
+    file_media: OnceLock<Arc<crate::embedded::FileMediaStore>>,
     connections: OnceLock<Arc<dyn Connections>>,
     tokens: OnceLock<Arc<dyn TokenVerifier>>,
     /// Values the host supplies for settings the environment leaves unset
@@ -237,6 +265,9 @@ impl Platform {
             senders: tokio::sync::OnceCell::new(),
             cdn: tokio::sync::OnceCell::new(),
             chat: tokio::sync::OnceCell::new(),
+            media: tokio::sync::OnceCell::new(),
+            media_store: tokio::sync::OnceCell::new(),
+            file_media: OnceLock::new(),
             connections: OnceLock::new(),
             tokens: OnceLock::new(),
             defaults: HashMap::new(),
@@ -569,13 +600,15 @@ impl Platform {
                 let queue = self.queue(&self.feed_queue_spec()?).await?;
                 let ids = self.ids().await?;
                 let config = FeedConfig::from_settings(|n| self.setting(n)).map_err(ConfigError)?;
-                Ok(Arc::new(FeedService::new(
-                    table,
-                    queue,
-                    ids,
-                    self.clock.clone(),
-                    config,
-                )))
+                let service = FeedService::new(table, queue, ids, self.clock.clone(), config);
+                // Without a CDN URL (a deployment with no media) posts carry
+                // no media and profiles no avatar; the rest works.
+                Ok(Arc::new(
+                    match self.setting(crate::media::MEDIA_BASE_URL_VAR) {
+                        Some(_) => service.with_media(self.media_library().await?),
+                        None => service,
+                    },
+                ))
             })
             .await
             .cloned()

@@ -1368,12 +1368,27 @@ async fn friends_profiles_and_lists() {
         "invalid_cursor"
     );
 
+    // An avatar must be a ready image of the caller's (tests/e2e/media.rs);
+    // this service has no media, so none is accepted and nothing changes.
+    let refused = f
+        .feed
+        .put_profile(
+            "u",
+            serde_json::from_value(serde_json::json!({"displayName": "X", "avatarMediaId": "m-1"}))
+                .unwrap(),
+        )
+        .await;
+    assert!(matches!(
+        refused,
+        Err(FeedError::Invalid("invalid_avatar_media_id", _))
+    ));
+    assert_eq!(f.feed.get_profile("u").await.unwrap().display_name, None);
     let me = f
         .feed
         .put_profile(
             "u",
             serde_json::from_value(serde_json::json!({
-                "displayName": "Yu", "bio": "hello\nworld", "avatarMediaId": "m-1"
+                "displayName": "Yu", "bio": "hello\nworld"
             }))
             .unwrap(),
         )

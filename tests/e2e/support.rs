@@ -49,6 +49,9 @@ pub struct LocalHost {
     pub data_dir: PathBuf,
     pub aws_prefix: String,
     env: Vec<(String, String)>,
+    /// The address to bind (`127.0.0.1` unless told) and extra arguments.
+    bind: String,
+    args: Vec<String>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -58,6 +61,12 @@ impl LocalHost {
     }
 
     pub fn start_with(backend: Backend, env: &[(&str, &str)]) -> Self {
+        Self::start_bound(backend, "127.0.0.1", &[], env)
+    }
+
+    /// Binds `bind` (e.g. `0.0.0.0`) with extra arguments; reached on
+    /// 127.0.0.1 all the same, over HTTPS when `--tls-cert` is among them.
+    pub fn start_bound(backend: Backend, bind: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let temp = tempfile::tempdir().expect("temp dir");
         let mut host = LocalHost {
             child: None,
@@ -69,6 +78,8 @@ impl LocalHost {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            bind: bind.to_owned(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
             _temp: Some(temp),
         };
         host.launch();
@@ -79,9 +90,10 @@ impl LocalHost {
         let port = free_port();
         let mut cmd = Command::new(binary());
         cmd.arg("--addr")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg(format!("{}:{port}", self.bind))
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(&self.args)
             .env("RUST_LOG", "warn")
             .env_remove("HANUL_BACKEND")
             .env_remove("HANUL_AWS_PREFIX")
@@ -115,7 +127,12 @@ impl LocalHost {
             cmd.env(k, v);
         }
         self.child = Some(cmd.spawn().expect("start hanul-local"));
-        self.base = format!("http://127.0.0.1:{port}");
+        let scheme = if self.args.iter().any(|a| a == "--tls-cert") {
+            "https"
+        } else {
+            "http"
+        };
+        self.base = format!("{scheme}://127.0.0.1:{port}");
         self.wait_ready(port);
     }
 
@@ -135,6 +152,20 @@ impl LocalHost {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("hanul-local did not start listening within 30 s");
+    }
+
+    /// Everything the host (each of its runs) wrote on stderr.
+    pub fn stderr(&self) -> String {
+        let mut out = String::new();
+        if let Ok(entries) = std::fs::read_dir(&self.data_dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if name.to_string_lossy().starts_with("stderr-") {
+                    out.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+                }
+            }
+        }
+        out
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -60,6 +60,20 @@ FEED_HTTP_FUNCTIONS = {
 # Every feed function: the HTTP ones, the fan-out worker, the outbox sweeper.
 FEED_FUNCTIONS = [*FEED_HTTP_FUNCTIONS, "FeedFanoutFunction", "FeedOutboxFunction"]
 
+# The media's HTTP functions: function logical id -> its (METHOD, path).
+MEDIA_HTTP_FUNCTIONS = {
+    "MediaCreateFunction": ("POST", "/api/v1/me/media"),
+    "MediaGetFunction": ("GET", "/api/v1/me/media/{mediaId}"),
+}
+# Every media function: the HTTP ones and the upload worker.
+MEDIA_FUNCTIONS = [*MEDIA_HTTP_FUNCTIONS, "MediaProcessFunction"]
+# The hanul function (Handler) each media function runs.
+MEDIA_HANDLERS = {
+    "MediaCreateFunction": "media-create",
+    "MediaGetFunction": "media-get",
+    "MediaProcessFunction": "media-process",
+}
+
 # The chat's HTTP functions: function logical id -> its (METHOD, path).
 CHAT_HTTP_FUNCTIONS = {
     "ChatConversationsCreateFunction": ("POST", "/api/v1/me/conversations"),
@@ -148,6 +162,7 @@ REQUIRED_ROUTES = {
     ("GET", "/api/v1/notifications/{id}"): "NotifyStatusFunction",
     **{route: fn_id for fn_id, route in FEED_HTTP_FUNCTIONS.items()},
     **{route: fn_id for fn_id, route in CHAT_HTTP_FUNCTIONS.items()},
+    **{route: fn_id for fn_id, route in MEDIA_HTTP_FUNCTIONS.items()},
 }
 
 # Routes that take no user token (Auth: {Authorizer: NONE}). The shorten
@@ -183,6 +198,8 @@ REQUIRED_JWT_ROUTES = {
     *FEED_HTTP_FUNCTIONS.values(),
     # So is every chat route.
     *CHAT_HTTP_FUNCTIONS.values(),
+    # And every media route.
+    *MEDIA_HTTP_FUNCTIONS.values(),
 }
 
 JWT_AUTHORIZER = "CognitoJwt"
@@ -244,10 +261,11 @@ FEED_ACTIONS: dict[str, set[str]] = {
     # Read-only: one read of the profile.
     "FeedProfileGetFunction": ddb("GetItem"),
     "FeedUsersGetFunction": ddb("GetItem"),
-    # One update of the profile.
-    "FeedProfilePutFunction": ddb("UpdateItem"),
+    # One update of the profile; an avatar's media item first (a batch read).
+    "FeedProfilePutFunction": ddb("BatchGetItem", "UpdateItem"),
     # The idempotency key (read), the publish transaction (puts, the profile
-    # update), the sent outbox item's delete, the author (batch read).
+    # update), the sent outbox item's delete, the author and the attached
+    # media items (batch reads).
     "FeedPostsCreateFunction": ddb("GetItem", "BatchGetItem", "PutItem", "UpdateItem", "DeleteItem"),
     # Read-only: the post, then the blocks and the author (batch reads).
     "FeedPostsGetFunction": ddb("GetItem", "BatchGetItem"),
@@ -275,6 +293,45 @@ FEED_READ_ONLY = {
     for fn_id, actions in FEED_ACTIONS.items()
     if actions <= ddb("GetItem", "Query", "BatchGetItem")
 }
+
+# The media bucket's name, spelled out (the queue policy that S3 checks
+# before the bucket exists cannot !Ref it).
+MEDIA_BUCKET_NAME = "${AWS::StackName}-media-${AWS::AccountId}-${AWS::Region}"
+MEDIA_UPLOADS = {"Fn::Sub": "arn:${AWS::Partition}:s3:::${MediaBucket}/uploads/*"}
+MEDIA_RENDITIONS = {"Fn::Sub": "arn:${AWS::Partition}:s3:::${MediaBucket}/media/*"}
+MEDIA_PROCESS_QUEUE = {"Fn::GetAtt": ["MediaProcessQueue", "Arn"]}
+DISTRIBUTION_ARN = {
+    "Fn::Sub": "arn:${AWS::Partition}:cloudfront::${AWS::AccountId}:distribution/${RedirectDistribution}"
+}
+# The managed CachingOptimized cache policy.
+CACHING_OPTIMIZED = "658327ea-f89d-4fab-a63d-7e88639e58f6"
+# The media base URL: the distribution that serves /media/* (the HTTP
+# functions cannot name the distribution: it depends on the API).
+MEDIA_BASE_URL = {"Ref": "ShortBaseUrl"}
+
+# FeedTable actions per media function (media items live in FeedTable).
+MEDIA_ACTIONS: dict[str, set[str]] = {
+    # The pending item (a conditional put).
+    "MediaCreateFunction": ddb("PutItem"),
+    # Read-only: the item.
+    "MediaGetFunction": ddb("GetItem"),
+    # The item, then its conditional ready/rejected update.
+    "MediaProcessFunction": ddb("GetItem", "UpdateItem"),
+}
+# Bucket actions per media function: a list of (actions, resource).
+MEDIA_S3: dict[str, list[tuple[set[str], Any]]] = {
+    # It presigns uploads: PutObject under uploads/ only.
+    "MediaCreateFunction": [({"s3:PutObject"}, MEDIA_UPLOADS)],
+    # Reads and deletes the upload; writes, tags and reads renditions.
+    "MediaProcessFunction": [
+        ({"s3:GetObject", "s3:DeleteObject"}, MEDIA_UPLOADS),
+        # So a missing key's head is 404, not 403 (listing only uploads/).
+        ({"s3:ListBucket"}, {"Fn::Sub": "arn:${AWS::Partition}:s3:::${MediaBucket}"}),
+        ({"s3:PutObject", "s3:PutObjectTagging", "s3:GetObject"}, MEDIA_RENDITIONS),
+    ],
+}
+# The feed functions that attach media (posts, avatars): they make media URLs.
+FEED_MEDIA_USERS = {"FeedPostsCreateFunction", "FeedProfilePutFunction"}
 
 CHAT = {"Fn::GetAtt": ["ChatTable", "Arn"]}
 CONNECTIONS = {"Fn::GetAtt": ["ConnectionsTable", "Arn"]}
@@ -421,6 +478,13 @@ EXPECTED_STATEMENTS: dict[str, list[tuple[set[str], Any]]] = {
         (FEED_ACTIONS["FeedOutboxFunction"], FEED),
         ({"sqs:SendMessage"}, FEED_FANOUT_QUEUE),
     ],
+    "MediaCreateFunction": [(MEDIA_ACTIONS["MediaCreateFunction"], FEED), *MEDIA_S3["MediaCreateFunction"]],
+    "MediaGetFunction": [(MEDIA_ACTIONS["MediaGetFunction"], FEED)],
+    "MediaProcessFunction": [
+        (MEDIA_ACTIONS["MediaProcessFunction"], FEED),
+        *MEDIA_S3["MediaProcessFunction"],
+        (CONSUME, MEDIA_PROCESS_QUEUE),
+    ],
     "NotifyDevicesPutFunction": [({"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"}, NOTIFY)],
     "NotifyDevicesListFunction": [({"dynamodb:Query"}, NOTIFY)],
     "NotifyDevicesDeleteFunction": [({"dynamodb:DeleteItem"}, NOTIFY)],
@@ -529,6 +593,25 @@ EXPECTED_ENV = {
         }
         for fn_id in FEED_FUNCTIONS
     },
+    # The two that attach media make media URLs too.
+    **{
+        fn_id: {
+            "FEED_TABLE": {"Ref": "FeedTable"},
+            "FEED_FANOUT_QUEUE_URL": {"Ref": "FeedFanoutQueue"},
+            "ID_LEASES_TABLE": {"Ref": "IdLeasesTable"},
+            "MEDIA_BASE_URL": MEDIA_BASE_URL,
+        }
+        for fn_id in FEED_MEDIA_USERS
+    },
+    # The media service is built with all three at cold start.
+    **{
+        fn_id: {
+            "FEED_TABLE": {"Ref": "FeedTable"},
+            "MEDIA_BUCKET": {"Ref": "MediaBucket"},
+            "MEDIA_BASE_URL": MEDIA_BASE_URL,
+        }
+        for fn_id in MEDIA_FUNCTIONS
+    },
     # The chat service likewise gets all five.
     **{fn_id: dict(CHAT_ENV) for fn_id in CHAT_FUNCTIONS},
     "ChatConnectFunction": {
@@ -559,6 +642,7 @@ EXPECTED_WORKERS = {
     "NotifyEmailFunction": "NotifyEmailQueue",
     "FeedFanoutFunction": "FeedFanoutQueue",
     "ChatDeliverFunction": "ChatDeliverQueue",
+    "MediaProcessFunction": "MediaProcessQueue",
 }
 
 # Periodic functions: function -> its EventBridge schedule. A failed run
@@ -584,6 +668,7 @@ EXPECTED_OUTPUTS = {
     "ChatTableName",
     "ConnectionsTableName",
     "ChatSocketUrl",
+    "MediaBucketName",
 }
 
 OPENAPI_METHODS = {"get", "put", "post", "delete", "options", "head", "patch"}
@@ -738,6 +823,25 @@ def _statements(role: dict) -> list[dict]:
 
 def _as_list(value) -> list:
     return value if isinstance(value, list) else [value]
+
+
+def _distribution_config(cfn: dict) -> dict:
+    (dist,) = _resources_of(cfn, "AWS::CloudFront::Distribution").values()
+    return dist["Properties"]["DistributionConfig"]
+
+
+def _origins(config: dict) -> dict[str, dict]:
+    """Origin id -> origin of a distribution config."""
+    origins = {o["Id"]: o for o in config["Origins"]}
+    assert len(origins) == len(config["Origins"]), "two origins share an id"
+    return origins
+
+
+def _behaviors(config: dict) -> dict[str, dict]:
+    """PathPattern -> cache behaviour of a distribution config."""
+    behaviors = {b["PathPattern"]: b for b in config["CacheBehaviors"]}
+    assert len(behaviors) == len(config["CacheBehaviors"]), "two behaviours share a path pattern"
+    return behaviors
 
 
 # --------------------------------------------------------------------------
@@ -1034,16 +1138,21 @@ def test_the_code_key_reaches_only_the_creating_functions(cfn):
 
 
 def test_cloudfront_fronts_the_api_and_honours_its_cache_control(cfn):
-    (dist,) = _resources_of(cfn, "AWS::CloudFront::Distribution").values()
-    config = dist["Properties"]["DistributionConfig"]
-    (origin,) = config["Origins"]
+    config = _distribution_config(cfn)
+    origins = _origins(config)
+    # The API, and the media bucket (for /media/* only).
+    assert set(origins) == {"api", "media"}
+    origin = origins["api"]
     assert origin["DomainName"] == {"Fn::Sub": "${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}"}
     behavior = config["DefaultCacheBehavior"]
+    assert behavior["TargetOriginId"] == "api"
     assert behavior["ViewerProtocolPolicy"] == "redirect-to-https"
     assert set(behavior["AllowedMethods"]) == {"GET", "HEAD"}
     policies = _resources_of(cfn, "AWS::CloudFront::CachePolicy")
-    (qr,) = config["CacheBehaviors"]
-    assert qr["PathPattern"] == "/api/v1/urls/*/qr"
+    behaviors = _behaviors(config)
+    assert set(behaviors) == {"/api/v1/urls/*/qr", "/media/*"}
+    qr = behaviors["/api/v1/urls/*/qr"]
+    assert qr["TargetOriginId"] == "api"
     for b, queries in ((behavior, {"QueryStringBehavior": "none"}),
                        (qr, {"QueryStringBehavior": "whitelist", "QueryStrings": ["format"]})):
         ttl = policies[b["CachePolicyId"]["Ref"]]["Properties"]["CachePolicyConfig"]
@@ -1060,15 +1169,22 @@ def test_cloudfront_proves_itself_and_forwards_the_viewer_address(cfn):
     # `ip` rate-limit rules count a request through CloudFront by its
     # CloudFront-Viewer-Address, which the functions trust only beside an
     # x-origin-verify header carrying the secret that CloudFront adds.
-    (dist,) = _resources_of(cfn, "AWS::CloudFront::Distribution").values()
-    config = dist["Properties"]["DistributionConfig"]
-    (origin,) = config["Origins"]
-    assert origin["OriginCustomHeaders"] == [
+    config = _distribution_config(cfn)
+    origins = _origins(config)
+    assert origins["api"]["OriginCustomHeaders"] == [
         {"HeaderName": "x-origin-verify", "HeaderValue": {"Ref": "CdnOriginSecret"}}
     ]
+    # The secret goes to the API only.
+    for origin_id, origin in origins.items():
+        if origin_id != "api":
+            assert "OriginCustomHeaders" not in origin, origin_id
     (policy_id,) = _resources_of(cfn, "AWS::CloudFront::OriginRequestPolicy")
     for behavior in [config["DefaultCacheBehavior"], *config["CacheBehaviors"]]:
-        assert behavior["OriginRequestPolicyId"] == {"Ref": policy_id}, behavior.get("PathPattern")
+        if behavior["TargetOriginId"] == "api":
+            assert behavior["OriginRequestPolicyId"] == {"Ref": policy_id}, behavior.get("PathPattern")
+        else:
+            # S3 needs no viewer header, cookie or query string.
+            assert "OriginRequestPolicyId" not in behavior, behavior.get("PathPattern")
     policy = cfn["Resources"][policy_id]["Properties"]["OriginRequestPolicyConfig"]
     headers = policy["HeadersConfig"]
     assert headers["HeaderBehavior"] == "whitelist"
@@ -1452,6 +1568,268 @@ def test_every_chat_handler_has_a_sample_event(src):
             assert json.loads(event["Records"][0]["body"])["kind"] == "events"
         else:
             assert event["detail-type"] == "Scheduled Event", handler
+
+
+# --------------------------------------------------------------------------
+# media
+# --------------------------------------------------------------------------
+
+
+def test_media_functions_run_their_handlers(functions):
+    media = {fn_id for fn_id in functions if fn_id.startswith("Media")}
+    assert media == set(MEDIA_FUNCTIONS) == set(MEDIA_HANDLERS)
+    for fn_id, handler in MEDIA_HANDLERS.items():
+        assert functions[fn_id]["Properties"]["Handler"] == handler, fn_id
+
+
+def test_media_bucket_is_private_and_encrypted(cfn):
+    bucket = cfn["Resources"]["MediaBucket"]
+    assert bucket["Type"] == "AWS::S3::Bucket"
+    props = bucket["Properties"]
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    assert props["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    assert props["BucketEncryption"] == {
+        "ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+    }
+    # No ACLs (BucketOwnerEnforced), no website hosting: CloudFront only.
+    assert "AccessControl" not in props and "WebsiteConfiguration" not in props
+    assert props["BucketName"] == {"Fn::Sub": MEDIA_BUCKET_NAME}
+    # It is the only bucket.
+    assert set(_resources_of(cfn, "AWS::S3::Bucket")) == {"MediaBucket"}
+
+
+def test_media_bucket_expires_uploads_and_orphans(cfn):
+    rules = cfn["Resources"]["MediaBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert all(r["Status"] == "Enabled" for r in rules), rules
+    # Abandoned (or unprocessed) uploads: a day. The worker deletes the rest.
+    uploads = [r for r in rules if r.get("Prefix") == "uploads/" and not r.get("TagFilters")]
+    assert [r["ExpirationInDays"] for r in uploads] == [1], rules
+    # Unfinished multipart uploads, anywhere: a day.
+    multipart = [r for r in rules if "AbortIncompleteMultipartUpload" in r]
+    assert [r["AbortIncompleteMultipartUpload"] for r in multipart] == [{"DaysAfterInitiation": 1}], rules
+    assert not (multipart[0].get("Prefix") or multipart[0].get("TagFilters")), multipart
+    # Renditions tagged orphan=true: a week.
+    orphans = [r for r in rules if r.get("Prefix") == "media/"]
+    assert len(orphans) == 1, rules
+    assert orphans[0]["TagFilters"] == [{"Key": "orphan", "Value": "true"}]
+    assert orphans[0]["ExpirationInDays"] == 7
+    # Nothing else expires: renditions in use are kept.
+    assert len(rules) == 3, rules
+
+
+def test_media_bucket_notifies_the_process_queue_of_uploads(cfn):
+    bucket = cfn["Resources"]["MediaBucket"]
+    notifications = bucket["Properties"]["NotificationConfiguration"]
+    assert set(notifications) == {"QueueConfigurations"}
+    (config,) = notifications["QueueConfigurations"]
+    assert config["Event"] == "s3:ObjectCreated:*"
+    assert config["Queue"] == MEDIA_PROCESS_QUEUE
+    assert config["Filter"] == {"S3Key": {"Rules": [{"Name": "prefix", "Value": "uploads/"}]}}
+    # S3 tests the destination when the notification is set: the queue
+    # policy must exist first.
+    assert "MediaProcessQueuePolicy" in _as_list(bucket["DependsOn"])
+
+
+def test_only_the_media_bucket_may_send_to_the_process_queue(cfn):
+    policies = _resources_of(cfn, "AWS::SQS::QueuePolicy")
+    assert set(policies) == {"MediaProcessQueuePolicy"}
+    props = policies["MediaProcessQueuePolicy"]["Properties"]
+    assert props["Queues"] == [{"Ref": "MediaProcessQueue"}]
+    (st,) = props["PolicyDocument"]["Statement"]
+    assert st["Effect"] == "Allow"
+    assert st["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert _as_list(st["Action"]) == ["sqs:SendMessage"]
+    assert st["Resource"] == MEDIA_PROCESS_QUEUE
+    # This bucket (by the name it is given), in this account.
+    assert st["Condition"] == {
+        "ArnLike": {"aws:SourceArn": {"Fn::Sub": f"arn:${{AWS::Partition}}:s3:::{MEDIA_BUCKET_NAME}"}},
+        "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+    }
+    bucket_name = cfn["Resources"]["MediaBucket"]["Properties"]["BucketName"]["Fn::Sub"]
+    assert st["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"].endswith(":::" + bucket_name)
+
+
+def test_media_process_queue(cfn):
+    resources = cfn["Resources"]
+    queue = resources["MediaProcessQueue"]["Properties"]
+    worker = resources["MediaProcessFunction"]["Properties"]
+    assert worker["Timeout"] == 60
+    # It decodes images of up to 10 MB.
+    assert worker["MemorySize"] == 1024
+    assert queue["VisibilityTimeout"] == 360 >= 6 * worker["Timeout"]
+    assert not queue.get("FifoQueue")
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["MediaProcessDeadLetterQueue", "Arn"]},
+        "maxReceiveCount": 5,
+    }
+    dlq = resources["MediaProcessDeadLetterQueue"]["Properties"]
+    assert dlq["MessageRetentionPeriod"] == 14 * 86400
+    assert "RedrivePolicy" not in dlq
+    alarms = [a["Properties"] for a in _resources_of(cfn, "AWS::CloudWatch::Alarm").values()]
+    dlq_alarms = [
+        a for a in alarms
+        if a["MetricName"] == "ApproximateNumberOfMessagesVisible"
+        and a["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["MediaProcessDeadLetterQueue", "QueueName"]}
+    ]
+    assert len(dlq_alarms) == 1
+    (alarm,) = dlq_alarms
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    (mapping,) = [
+        m["Properties"]
+        for m in _resources_of(cfn, "AWS::Lambda::EventSourceMapping").values()
+        if m["Properties"]["FunctionName"] == {"Ref": "MediaProcessFunction"}
+    ]
+    assert mapping["EventSourceArn"] == MEDIA_PROCESS_QUEUE
+    assert mapping["BatchSize"] == 5
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def test_only_the_media_functions_reach_the_bucket(cfn):
+    # Every S3 grant of a function role, by function: exactly MEDIA_S3. The
+    # creator may only put under uploads/ (it presigns uploads); only the
+    # worker reads uploads or writes renditions; no grant is bucket-wide.
+    grants: dict[str, list] = {}
+    for role_id, role in _resources_of(cfn, "AWS::IAM::Role").items():
+        for st in _statements(role):
+            actions = set(_as_list(st["Action"]))
+            if not any(a.startswith("s3:") for a in actions):
+                continue
+            assert all(a.startswith("s3:") for a in actions), (role_id, st)
+            grants.setdefault(role_id.removesuffix("Role"), []).append((actions, st["Resource"]))
+            if actions == {"s3:ListBucket"}:
+                # The one bucket-level grant: listing, limited to uploads/.
+                assert st["Condition"] == {"StringLike": {"s3:prefix": "uploads/*"}}, st
+    key = lambda pair: json.dumps([sorted(pair[0]), pair[1]], sort_keys=True)  # noqa: E731
+    assert {k: sorted(v, key=key) for k, v in grants.items()} == {
+        k: sorted(v, key=key) for k, v in MEDIA_S3.items()
+    }
+    assert grants["MediaCreateFunction"] == [({"s3:PutObject"}, MEDIA_UPLOADS)]
+    for actions, resource in (pair for v in grants.values() for pair in v):
+        if actions == {"s3:ListBucket"}:
+            continue
+        assert resource in (MEDIA_UPLOADS, MEDIA_RENDITIONS), resource
+    # media-get reads the item only.
+    assert not [st for st in _statements(cfn["Resources"]["MediaGetFunctionRole"])
+                if any(a.startswith("s3:") for a in _as_list(st["Action"]))]
+
+
+def test_media_functions_get_exactly_their_table_actions():
+    for fn_id in MEDIA_FUNCTIONS:
+        on_feed = [actions for actions, resource in EXPECTED_STATEMENTS[fn_id] if resource == FEED]
+        assert on_feed == [MEDIA_ACTIONS[fn_id]], fn_id
+    # Posts and avatars read the media items they attach.
+    assert ddb("BatchGetItem") <= FEED_ACTIONS["FeedPostsCreateFunction"]
+    assert ddb("BatchGetItem") <= FEED_ACTIONS["FeedProfilePutFunction"]
+
+
+def test_media_settings_reach_only_their_functions(cfn):
+    for fn_id, fn in _resources_of(cfn, "AWS::Lambda::Function").items():
+        variables = fn["Properties"]["Environment"]["Variables"]
+        assert ("MEDIA_BUCKET" in variables) == (fn_id in MEDIA_FUNCTIONS), fn_id
+        makes_urls = fn_id in MEDIA_FUNCTIONS or fn_id in FEED_MEDIA_USERS
+        assert ("MEDIA_BASE_URL" in variables) == makes_urls, fn_id
+        if makes_urls:
+            # One value everywhere: the URLs stored in posts and profiles and
+            # those the media functions answer with are the same.
+            assert variables["MEDIA_BASE_URL"] == MEDIA_BASE_URL, fn_id
+
+
+def test_cloudfront_serves_media_from_the_bucket_through_its_oac(cfn):
+    config = _distribution_config(cfn)
+    origin = _origins(config)["media"]
+    assert origin["DomainName"] == {"Fn::GetAtt": ["MediaBucket", "RegionalDomainName"]}
+    # OAC, not the legacy origin access identity.
+    assert origin["S3OriginConfig"] == {"OriginAccessIdentity": ""}
+    assert origin["OriginAccessControlId"] == {"Fn::GetAtt": ["MediaOriginAccessControl", "Id"]}
+    oac = cfn["Resources"]["MediaOriginAccessControl"]
+    assert oac["Type"] == "AWS::CloudFront::OriginAccessControl"
+    oac_config = oac["Properties"]["OriginAccessControlConfig"]
+    assert oac_config["OriginAccessControlOriginType"] == "s3"
+    assert oac_config["SigningBehavior"] == "always"
+    assert oac_config["SigningProtocol"] == "sigv4"
+
+    behavior = _behaviors(config)["/media/*"]
+    assert behavior["TargetOriginId"] == "media"
+    assert behavior["ViewerProtocolPolicy"] == "redirect-to-https"
+    assert set(behavior["AllowedMethods"]) == set(behavior["CachedMethods"]) == {"GET", "HEAD"}
+    assert behavior["Compress"] is True
+    # Renditions carry a year's immutable Cache-Control, which it honours.
+    assert behavior["CachePolicyId"] == CACHING_OPTIMIZED
+    assert behavior["ResponseHeadersPolicyId"] == {"Ref": "MediaResponseHeadersPolicy"}
+    # Only /media/* reaches the bucket.
+    for b in [config["DefaultCacheBehavior"], *config["CacheBehaviors"]]:
+        assert (b["TargetOriginId"] == "media") == (b.get("PathPattern") == "/media/*"), b.get("PathPattern")
+
+    policy = cfn["Resources"]["MediaResponseHeadersPolicy"]
+    assert policy["Type"] == "AWS::CloudFront::ResponseHeadersPolicy"
+    security = policy["Properties"]["ResponseHeadersPolicyConfig"]["SecurityHeadersConfig"]
+    assert security["ContentTypeOptions"] == {"Override": True}
+    hsts = security["StrictTransportSecurity"]
+    assert hsts["Override"] is True and hsts["AccessControlMaxAgeSec"] >= 31536000
+
+
+def test_the_bucket_policy_lets_only_this_distribution_read_renditions(cfn):
+    policies = _resources_of(cfn, "AWS::S3::BucketPolicy")
+    assert set(policies) == {"MediaBucketPolicy"}
+    props = policies["MediaBucketPolicy"]["Properties"]
+    assert props["Bucket"] == {"Ref": "MediaBucket"}
+    statements = props["PolicyDocument"]["Statement"]
+    allows = [st for st in statements if st["Effect"] == "Allow"]
+    denies = [st for st in statements if st["Effect"] == "Deny"]
+    assert len(allows) + len(denies) == len(statements)
+    (allow,) = allows
+    assert allow["Principal"] == {"Service": "cloudfront.amazonaws.com"}
+    assert _as_list(allow["Action"]) == ["s3:GetObject"]
+    assert allow["Resource"] == MEDIA_RENDITIONS
+    assert allow["Condition"] == {"StringEquals": {"AWS:SourceArn": DISTRIBUTION_ARN}}
+    # And nothing over plain HTTP, for anyone.
+    (deny,) = denies
+    assert deny["Principal"] == "*"
+    assert _as_list(deny["Action"]) == ["s3:*"]
+    assert sorted(_as_list(deny["Resource"]), key=json.dumps) == sorted(
+        [{"Fn::GetAtt": ["MediaBucket", "Arn"]}, {"Fn::Sub": "${MediaBucket.Arn}/*"}], key=json.dumps
+    )
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_every_media_handler_has_a_sample_event(src):
+    # The HTTP ones are API Gateway v2 events of their route; the worker's an
+    # SQS event from the media-process queue whose body is S3's notification
+    # of an upload.
+    http = {
+        fn_id: (method, path) for fn_id, _, method, path, _ in _http_api_events(src) if fn_id in MEDIA_HTTP_FUNCTIONS
+    }
+    for fn_id, handler in MEDIA_HANDLERS.items():
+        path = EVENTS_DIR / f"{handler}.json"
+        assert path.is_file(), f"tests/events/{handler}.json is missing"
+        event = json.loads(path.read_text())
+        if fn_id in MEDIA_HTTP_FUNCTIONS:
+            method, route = http[fn_id]
+            assert event["version"] == "2.0", handler
+            assert event["routeKey"] == event["requestContext"]["routeKey"] == f"{method} {route}", handler
+            assert event["requestContext"]["http"]["method"] == method, handler
+            assert event["requestContext"]["authorizer"]["jwt"]["claims"]["sub"], handler
+            params = event.get("pathParameters") or {}
+            filled = route
+            for name, value in params.items():
+                filled = filled.replace("{" + name + "}", value)
+            assert "{" not in filled and filled == event["rawPath"], handler
+            if method == "POST":
+                body = json.loads(event["body"])
+                assert {"contentType", "size"} <= set(body), handler
+        else:
+            (record,) = event["Records"]
+            assert record["eventSource"] == "aws:sqs"
+            assert record["eventSourceARN"].endswith(":media-process")
+            (s3_record,) = json.loads(record["body"])["Records"]
+            assert s3_record["eventSource"] == "aws:s3"
+            assert s3_record["eventName"].startswith("ObjectCreated:")
+            assert s3_record["s3"]["object"]["key"].startswith("uploads/")
 
 
 def test_outputs(cfn):

@@ -17,7 +17,9 @@ use clap::{Parser, ValueEnum};
 use hanul_functions::{Auth, FUNCTIONS};
 use hanul_shared::embedded::EmbeddedStore;
 use hanul_shared::embedded::Outbox;
-use hanul_shared::http::auth::{LocalTokens, bearer, jwt_context};
+use hanul_shared::http::auth::{LocalTokens, TokenError, bearer, jwt_context};
+
+use crate::accounts::{Accounts, TrustedProxies};
 use hanul_shared::http::{self, ApiError};
 use hanul_shared::notify::Senders;
 use hanul_shared::platform::{Platform, TableName};
@@ -56,6 +58,22 @@ pub struct Args {
     /// Print CloudWatch EMF metric lines on stdout.
     #[arg(long, env = "HANUL_METRICS", default_value_t = false)]
     pub metrics: bool,
+    /// Serve the development endpoints (`/local/v1/token` mints a token for
+    /// any user, `/local/v1/outbox` lists every message sent) on a
+    /// non-loopback address too. On a loopback address they are always on.
+    #[arg(long, env = "HANUL_DEV_ENDPOINTS", default_value_t = false)]
+    pub dev_endpoints: bool,
+    /// A PEM certificate chain: serve HTTPS (and WSS) with it.
+    #[arg(long, env = "HANUL_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, env = "HANUL_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Reverse proxies (comma-separated IP addresses) whose
+    /// `X-Forwarded-For` and `X-Forwarded-Proto` headers are believed: TLS
+    /// ends there.
+    #[arg(long, env = "HANUL_TRUSTED_PROXY", default_value = "")]
+    pub trusted_proxy: String,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -113,7 +131,7 @@ fn kept_secret(data_dir: &Path, file: &str) -> Result<String, StartError> {
     match std::fs::read_to_string(&path) {
         Ok(s) if s.trim().len() >= 32 => Ok(s.trim().to_owned()),
         _ => {
-            std::fs::create_dir_all(data_dir)
+            hanul_shared::embedded::private_dir(data_dir)
                 .map_err(|e| StartError::Io(format!("creating {}", data_dir.display()), e))?;
             let secret = format!(
                 "{}{}",
@@ -152,7 +170,7 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 struct Gateway(Arc<GatewayInner>);
 
 struct GatewayInner {
-    tokens: LocalTokens,
+    accounts: Arc<Accounts>,
     /// Route path → the auth of each method on it.
     auth: HashMap<&'static str, Vec<(Method, Auth)>>,
 }
@@ -181,9 +199,16 @@ async fn gateway(State(gw): State<Gateway>, mut request: Request, next: Next) ->
     };
     if auth != Auth::None {
         let (mut parts, body) = request.into_parts();
-        match (bearer(&parts).map(|t| gw.0.tokens.verify(t)), auth) {
+        let verified = match bearer(&parts) {
+            Some(token) => Some(gw.0.accounts.verify(token).await),
+            None => None,
+        };
+        match (verified, auth) {
             (Some(Ok(claims)), _) => {
                 parts.extensions.insert(jwt_context(claims));
+            }
+            (Some(Err(TokenError::Unavailable(e))), _) => {
+                return ApiError::unavailable(e, 1).into_response();
             }
             (Some(Err(e)), _) => return ApiError::unauthorized(e.to_string()).into_response(),
             (None, Auth::Optional) => {}
@@ -212,7 +237,8 @@ async fn issue_token(
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let token =
-        gw.0.tokens
+        gw.0.accounts
+            .tokens()
             .issue(&req.user_id, now)
             .map_err(|e| ApiError::bad_request("invalid_user_id", e.to_string()))?;
     Ok(Json(
@@ -220,17 +246,63 @@ async fn issue_token(
     ))
 }
 
+/// What the host serves besides the functions.
+pub struct HostRoutes {
+    pub accounts: Arc<Accounts>,
+    pub outbox: Arc<Outbox>,
+    /// `/local/v1/token` and `/local/v1/outbox`.
+    pub dev_endpoints: bool,
+    pub proxies: Arc<TrustedProxies>,
+    /// Reached beyond loopback with no TLS of its own: watch for requests
+    /// that did not come through a trusted proxy's HTTPS.
+    pub plain_exposed: bool,
+}
+
+/// Warns once when a request reached an exposed plain-HTTP host other than
+/// through a trusted proxy that says it took HTTPS (`X-Forwarded-Proto`).
+async fn plain_http_watch(
+    State((proxies, warned)): State<(Arc<TrustedProxies>, Arc<std::sync::atomic::AtomicBool>)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let via_https_proxy = peer.is_some_and(|p| proxies.trusts(p.ip()))
+        && request
+            .headers()
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+    let from_loopback = peer.is_some_and(|p| p.ip().is_loopback());
+    if !via_https_proxy
+        && !from_loopback
+        && !warned.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        tracing::warn!(
+            peer = ?peer,
+            "a request arrived over plain HTTP from another machine: its password or token crossed the network readable. Use --tls-cert/--tls-key, or a TLS proxy named by --trusted-proxy that sets X-Forwarded-Proto."
+        );
+    }
+    next.run(request).await
+}
+
 /// The whole local API: every function's router, the gateway check, the
 /// local-only routes, and the layers every function has.
-pub async fn app(
-    platform: Arc<Platform>,
-    tokens: LocalTokens,
-    outbox: Arc<Outbox>,
-) -> Result<Router, StartError> {
+pub async fn app(platform: Arc<Platform>, host: HostRoutes) -> Result<Router, StartError> {
+    let HostRoutes {
+        accounts,
+        outbox,
+        dev_endpoints,
+        proxies,
+        plain_exposed,
+    } = host;
     // Before any function is built: chat posts to these sockets and checks
-    // `$connect` tokens with the host's key.
-    platform.set_token_verifier(Arc::new(tokens.clone()))?;
+    // `$connect` tokens (and their sessions) as the gateway does.
+    platform.set_token_verifier(accounts.clone())?;
     let sockets = crate::sockets::router(&platform).await?;
+    let media = crate::media::router(&platform).await?;
     let mut functions = Router::new();
     let mut auth: HashMap<&'static str, Vec<(Method, Auth)>> = HashMap::new();
     for function in FUNCTIONS {
@@ -243,17 +315,31 @@ pub async fn app(
                 .push((route.method.clone(), route.auth));
         }
     }
-    let gw = Gateway(Arc::new(GatewayInner { tokens, auth }));
+    let gw = Gateway(Arc::new(GatewayInner {
+        accounts: accounts.clone(),
+        auth,
+    }));
     let functions = functions.route_layer(middleware::from_fn_with_state(gw.clone(), gateway));
-    let local = Router::new()
-        .route("/local/v1/token", post(issue_token))
-        .with_state(gw)
-        .route(
-            "/local/v1/outbox",
-            axum::routing::get(list_outbox).with_state(outbox),
-        );
+    let mut local = crate::accounts::router(accounts, proxies.clone());
+    // Off, these paths are simply unknown: 404 like any other.
+    if dev_endpoints {
+        local = local
+            .route("/local/v1/token", post(issue_token).with_state(gw))
+            .route(
+                "/local/v1/outbox",
+                axum::routing::get(list_outbox).with_state(outbox),
+            );
+    }
     let body_limit = http::body_limit_from_env().map_err(StartError::Invalid)?;
-    Ok(http::api(functions.merge(local).merge(sockets), body_limit))
+    let mut all = functions.merge(local).merge(sockets);
+    if plain_exposed {
+        let warned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        all = all.layer(middleware::from_fn_with_state(
+            (proxies, warned),
+            plain_http_watch,
+        ));
+    }
+    Ok(http::api(all, body_limit).merge(media))
 }
 
 /// Every push, SMS and email that left, in send order; `?count=true` gives
@@ -343,6 +429,14 @@ pub async fn serve(args: Args) -> Result<(), StartError> {
             kept_secret(&args.data_dir, "shortener-code-key")?,
         )
         .with_default(
+            hanul_shared::media::MEDIA_BASE_URL_VAR,
+            local_base_url(args.addr),
+        )
+        .with_default(
+            hanul_shared::platform::MEDIA_UPLOAD_KEY_VAR,
+            kept_secret(&args.data_dir, "media-upload-key")?,
+        )
+        .with_default(
             "SERVICE_API_KEYS",
             format!("local:{}", kept_secret(&args.data_dir, "service-api-key")?),
         );
@@ -351,6 +445,39 @@ pub async fn serve(args: Args) -> Result<(), StartError> {
     let tokens = LocalTokens::new(
         &signing_secret(&args.data_dir)?,
         Duration::from_secs(24 * 3600),
+    );
+    let proxies =
+        Arc::new(TrustedProxies::parse(&args.trusted_proxy).map_err(StartError::Invalid)?);
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(crate::tls::acceptor(cert, key).map_err(StartError::Invalid)?)
+        }
+        _ => None,
+    };
+    let loopback = args.addr.ip().is_loopback();
+    let dev_endpoints = loopback || args.dev_endpoints;
+    if args.dev_endpoints && !loopback {
+        tracing::warn!(
+            addr = %args.addr,
+            "DEVELOPMENT ENDPOINTS ARE ON on a non-loopback address: anyone who reaches {} can mint a token for any user (/local/v1/token) and read every message sent (/local/v1/outbox). Turn them off unless this network is yours alone.",
+            args.addr
+        );
+    }
+    if !loopback && tls.is_none() && proxies.0.is_empty() {
+        tracing::warn!(
+            addr = %args.addr,
+            "serving plain HTTP on a non-loopback address: passwords and tokens cross the network readable. Give --tls-cert/--tls-key, or put a TLS reverse proxy in front and name it with --trusted-proxy."
+        );
+    }
+    let accounts = Arc::new(
+        Accounts::new(
+            platform.table(TableName::Accounts).await?,
+            tokens,
+            platform.clock(),
+            Some(platform.rate_limiter().await?),
+        )
+        .await
+        .map_err(|e| StartError::Invalid(e.to_string()))?,
     );
     let outbox = Arc::new(Outbox::new(
         platform.table(TableName::Outbox).await?,
@@ -363,7 +490,17 @@ pub async fn serve(args: Args) -> Result<(), StartError> {
     let failures = Failing::parse(&std::env::var("LOCAL_SENDER_FAILURES").unwrap_or_default())
         .map_err(StartError::Invalid)?;
     platform.set_senders(Failing::senders(providers, failures))?;
-    let app = app(platform.clone(), tokens, outbox).await?;
+    let app = app(
+        platform.clone(),
+        HostRoutes {
+            accounts,
+            outbox,
+            dev_endpoints,
+            plain_exposed: !loopback && tls.is_none(),
+            proxies,
+        },
+    )
+    .await?;
 
     let (stop, stopped) = watch::channel(false);
     let mut background = Vec::new();
@@ -432,19 +569,25 @@ pub async fn serve(args: Args) -> Result<(), StartError> {
         .await
         .map_err(|e| StartError::Bind(args.addr, e))?;
     let local = listener.local_addr().unwrap_or(args.addr);
+    let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         addr = %local,
         backend = platform.backend_name(),
         data_dir = %args.data_dir.display(),
-        "hanul-local listening on http://{local}"
+        dev_endpoints,
+        "hanul-local listening on {scheme}://{local}"
     );
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .map_err(|e| StartError::Io("serving".into(), e))?;
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        Some(acceptor) => axum::serve(crate::tls::TlsListener::new(listener, acceptor), service)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(|e| StartError::Io("serving".into(), e))?,
+        None => axum::serve(listener, service)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(|e| StartError::Io("serving".into(), e))?,
+    }
 
     let _ = stop.send(true);
     for w in workers {

@@ -350,6 +350,26 @@ fn expectations() -> Vec<(&'static str, Expect)> {
             }),
         ),
         ("feed-fanout", Batch(&["m2"])),
+        (
+            "media-create",
+            Http(201, |r| {
+                check(
+                    r.json["mediaId"]
+                        .as_str()
+                        .is_some_and(|id| id.starts_with('m'))
+                        && r.json["method"] == "PUT"
+                        && r.json["headers"]["content-length"] == "68"
+                        && r.json["uploadUrl"]
+                            .as_str()
+                            .is_some_and(|u| u.contains("/uploads/nina/")),
+                    "a presigned PUT under the caller's prefix",
+                    r,
+                )
+            }),
+        ),
+        ("media-get", Http(404, |r| code(r, "not_found"))),
+        // An upload nobody asked for: deleted, and the message is done.
+        ("media-process", Batch(&[])),
         ("feed-outbox", Clean),
         // Chat: nina's 1:1 with omar (its id is fixed by the pair), then
         // what the other functions do with it.

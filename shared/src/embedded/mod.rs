@@ -3,6 +3,7 @@
 pub mod cdn;
 mod codec;
 mod expr;
+pub mod media;
 pub mod outbox;
 pub mod queue;
 pub mod sockets;
@@ -10,8 +11,9 @@ pub mod store;
 pub mod table;
 
 pub use cdn::LocalEdge;
+pub use media::FileMediaStore;
 pub use outbox::{Outbox, OutboxItem};
 pub use queue::EmbeddedQueue;
 pub use sockets::{LocalSockets, SocketFrame};
-pub use store::{EmbeddedStore, StoreError};
+pub use store::{EmbeddedStore, StoreError, private_dir, private_file};
 pub use table::EmbeddedTable;

@@ -97,8 +97,9 @@ impl EmbeddedStore {
     }
 
     pub fn open_with_clock(dir: &Path, clock: Arc<dyn Clock>) -> Result<Arc<Self>, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Dir(dir.to_owned(), e))?;
+        private_dir(dir).map_err(|e| StoreError::Dir(dir.to_owned(), e))?;
         let path = dir.join("hanul.db");
+        private_file(&path).map_err(|e| StoreError::Dir(path.clone(), e))?;
         let writer = open_connection(&path).map_err(|e| StoreError::Open(path.clone(), e))?;
         writer
             .execute_batch(SCHEMA)
@@ -268,10 +269,108 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// Creates `dir` (and its parents) readable by its owner only, and closes an
+/// existing one to the same: the store holds every user's phone number,
+/// email and messages.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"), "the data directory was readable by others; it is now 0700");
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
+}
+
+/// Creates `path` 0600 when missing and tightens it when it exists. SQLite
+/// gives its `-wal` and `-shm` files the database file's permissions.
+pub fn private_file(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)?;
+        for file in [
+            path.to_owned(),
+            path.with_extension("db-wal"),
+            path.with_extension("db-shm"),
+        ] {
+            match std::fs::metadata(&file) {
+                Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map(|_| ())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ports::TableError;
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_data_directory_and_database_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let root = tempfile::tempdir().unwrap();
+        // A directory left world-readable by an earlier version is closed.
+        let dir = root.path().join("data");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(dir.join("hanul.db"), b"").unwrap();
+        std::fs::set_permissions(dir.join("hanul.db"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let store = EmbeddedStore::open(&dir).unwrap();
+        store
+            .write(|tx| -> Result<(), TableError> {
+                tx.execute(
+                    "INSERT INTO items (tbl, pk, sk, data) VALUES ('t', 'p', 's', '{}')",
+                    [],
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        for file in ["hanul.db", "hanul.db-wal", "hanul.db-shm"] {
+            let path = dir.join(file);
+            assert!(path.exists(), "{file} exists");
+            assert_eq!(mode(&path), 0o600, "{file}");
+        }
+        // A fresh one, nested.
+        let fresh = root.path().join("a/b");
+        EmbeddedStore::open(&fresh).unwrap();
+        assert_eq!(mode(&fresh), 0o700);
+        assert_eq!(mode(&fresh.join("hanul.db")), 0o600);
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn grouped_writes_fail_alone_and_a_panic_does_not_stop_the_writer() {

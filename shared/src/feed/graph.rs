@@ -503,11 +503,25 @@ impl FeedService {
     ) -> Result<Profile, FeedError> {
         check_user_id(caller)?;
         request.validate()?;
+        // An avatar is the caller's own ready image.
+        let avatar_url = match &request.avatar_media_id {
+            Some(id) => Some(match &self.media {
+                Some(library) => library.avatar(caller, id).await?,
+                None => {
+                    return Err(FeedError::invalid(
+                        "invalid_avatar_media_id",
+                        "media is not configured on this deployment",
+                    ));
+                }
+            }),
+            None => None,
+        };
         let mut update = Update::new();
         for (attr, value) in [
             ("displayName", &request.display_name),
             ("bio", &request.bio),
             ("avatarMediaId", &request.avatar_media_id),
+            ("avatarUrl", &avatar_url),
         ] {
             update = match value {
                 Some(v) => update.set(attr, s(v)),

@@ -35,7 +35,7 @@ pub use fanout::{FANOUT_DLQ, FANOUT_QUEUE, FanoutJob, FanoutOutcome, Markers, fa
 pub use graph::FollowOutcome;
 pub use model::{
     Author, CreatePost, FeedPage, FeedPost, FeedQuery, ListQuery, Media, Post, PostId, Profile,
-    Published, PutProfile, UserList, UserProfile, valid_user_id,
+    Published, PutProfile, UserList, UserProfile, valid_media_id, valid_user_id,
 };
 pub use service::FeedService;
 

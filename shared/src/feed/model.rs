@@ -81,12 +81,7 @@ fn check_media(ids: &[String]) -> Result<Vec<Media>, FeedError> {
             ));
         }
     }
-    Ok(ids
-        .iter()
-        .map(|id| Media {
-            media_id: id.clone(),
-        })
-        .collect())
+    Ok(ids.iter().map(|id| Media::id_only(id.clone())).collect())
 }
 
 /// Post text: 1 to 5,000 Unicode scalar values, not only white space, no
@@ -197,11 +192,39 @@ impl Serialize for PostId {
     }
 }
 
-/// A media attachment. Only the id for now; the media issue adds URLs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A media attachment as a post carries it: a snapshot of the ready media
+/// (renditions never change once ready), with CDN URLs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Media {
     pub media_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<crate::media::MediaKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// The largest rendition (the video for a video).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub renditions: Vec<crate::media::RenditionView>,
+}
+
+impl Media {
+    pub fn id_only(id: impl Into<String>) -> Self {
+        Self {
+            media_id: id.into(),
+            kind: None,
+            content_type: None,
+            width: None,
+            height: None,
+            url: None,
+            renditions: Vec::new(),
+        }
+    }
 }
 
 /// A post as stored and as returned.
@@ -225,7 +248,8 @@ impl Post {
         item.insert("text".into(), s(&self.text));
         item.insert(
             "media".into(),
-            AttributeValue::L(self.media.iter().map(|m| s(&m.media_id)).collect()),
+            serde_dynamo::to_attribute_value(&self.media)
+                .unwrap_or_else(|_| AttributeValue::L(Vec::new())),
         );
         item.insert("createdAt".into(), num(self.created_at_ms));
     }
@@ -237,10 +261,8 @@ impl Post {
             Some(AttributeValue::L(list)) => list
                 .iter()
                 .filter_map(|v| match v {
-                    AttributeValue::S(m) => Some(Media {
-                        media_id: m.clone(),
-                    }),
-                    _ => None,
+                    AttributeValue::S(m) => Some(Media::id_only(m.clone())),
+                    other => serde_dynamo::from_attribute_value(other.clone()).ok(),
                 })
                 .collect(),
             _ => Vec::new(),
@@ -309,6 +331,9 @@ pub struct Author {
     pub user_id: String,
     pub display_name: Option<String>,
     pub avatar_media_id: Option<String>,
+    /// The avatar's small rendition on the CDN.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
 }
 
 /// A post with its author, as feeds and timelines return it.
@@ -405,6 +430,8 @@ pub struct Profile {
     pub display_name: Option<String>,
     pub bio: Option<String>,
     pub avatar_media_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
 }
 
 /// `PUT /api/v1/me/profile`: the whole profile (an absent field clears it).
@@ -503,6 +530,7 @@ impl ProfileRecord {
                 display_name: None,
                 bio: None,
                 avatar_media_id: None,
+                avatar_url: None,
             },
             followers: 0,
             following: 0,
@@ -526,6 +554,7 @@ impl ProfileRecord {
                 display_name: text("displayName"),
                 bio: text("bio"),
                 avatar_media_id: text("avatarMediaId"),
+                avatar_url: text("avatarUrl"),
             },
             followers: count("followers"),
             following: count("following"),
@@ -552,6 +581,7 @@ impl ProfileRecord {
             user_id: self.profile.user_id.clone(),
             display_name: self.profile.display_name.clone(),
             avatar_media_id: self.profile.avatar_media_id.clone(),
+            avatar_url: self.profile.avatar_url.clone(),
         }
     }
 
@@ -755,9 +785,7 @@ mod tests {
             id: PostId(1234567890123),
             author_id: "nina".into(),
             text: "hi".into(),
-            media: vec![Media {
-                media_id: "m1".into(),
-            }],
+            media: vec![Media::id_only("m1")],
             created_at: format_instant(1_800_000_000_000),
             created_at_ms: 1_800_000_000_000,
         };

@@ -51,6 +51,8 @@ pub struct FeedService {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) config: FeedConfig,
     pub(super) cache: FeedCache,
+    /// Where post attachments and avatars are looked up.
+    pub(super) media: Option<crate::media::MediaLibrary>,
 }
 
 impl std::fmt::Debug for FeedService {
@@ -85,7 +87,14 @@ impl FeedService {
             ids,
             clock,
             config,
+            media: None,
         }
+    }
+
+    /// Lets posts attach media and profiles set avatars.
+    pub fn with_media(mut self, library: crate::media::MediaLibrary) -> Self {
+        self.media = Some(library);
+        self
     }
 
     pub fn config(&self) -> &FeedConfig {
@@ -263,7 +272,16 @@ impl FeedService {
         request: CreatePost,
     ) -> Result<Published, FeedError> {
         check_user_id(caller)?;
-        let media = request.validate()?;
+        let mut media = request.validate()?;
+        if !media.is_empty() {
+            let Some(library) = &self.media else {
+                return Err(FeedError::invalid(
+                    "invalid_media",
+                    "media is not configured on this deployment",
+                ));
+            };
+            media = library.attachable(caller, &request.media_ids).await?;
+        }
         let now = self.clock.now_ms();
         let idem = request
             .idempotency_key

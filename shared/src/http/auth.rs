@@ -83,6 +83,10 @@ struct TokenClaims {
     iss: String,
     iat: u64,
     exp: u64,
+    /// The session an account's access token belongs to; none on a
+    /// development token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<String>,
 }
 
 pub const LOCAL_ISSUER: &str = "hanul-local";
@@ -122,6 +126,27 @@ impl LocalTokens {
     }
 
     pub fn issue(&self, user_id: &str, now_secs: u64) -> Result<String, TokenError> {
+        self.issue_for(user_id, None, now_secs, self.lifetime)
+    }
+
+    /// A token of one session (`sid` claim), living `lifetime`.
+    pub fn issue_session(
+        &self,
+        user_id: &str,
+        session: &str,
+        now_secs: u64,
+        lifetime: Duration,
+    ) -> Result<String, TokenError> {
+        self.issue_for(user_id, Some(session), now_secs, lifetime)
+    }
+
+    fn issue_for(
+        &self,
+        user_id: &str,
+        session: Option<&str>,
+        now_secs: u64,
+        lifetime: Duration,
+    ) -> Result<String, TokenError> {
         let valid = !user_id.is_empty()
             && user_id.len() <= 128
             && user_id
@@ -134,7 +159,8 @@ impl LocalTokens {
             sub: user_id.to_owned(),
             iss: LOCAL_ISSUER.to_owned(),
             iat: now_secs,
-            exp: now_secs + self.lifetime.as_secs(),
+            exp: now_secs + lifetime.as_secs(),
+            sid: session.map(str::to_owned),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| TokenError::Invalid(e.to_string()))
@@ -149,12 +175,16 @@ impl LocalTokens {
         let data = jsonwebtoken::decode::<TokenClaims>(token, &self.decoding, &validation)
             .map_err(|e| TokenError::Invalid(e.to_string()))?;
         let c = data.claims;
-        Ok(HashMap::from([
+        let mut claims = HashMap::from([
             ("sub".to_owned(), c.sub),
             ("iss".to_owned(), c.iss),
             ("iat".to_owned(), c.iat.to_string()),
             ("exp".to_owned(), c.exp.to_string()),
-        ]))
+        ]);
+        if let Some(sid) = c.sid {
+            claims.insert("sid".to_owned(), sid);
+        }
+        Ok(claims)
     }
 }
 

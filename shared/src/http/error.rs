@@ -199,6 +199,21 @@ impl From<FeedError> for ApiError {
     }
 }
 
+impl From<crate::media::MediaError> for ApiError {
+    fn from(e: crate::media::MediaError) -> Self {
+        use crate::media::MediaError as E;
+        let message = e.to_string();
+        match e {
+            E::Invalid(code, _) => ApiError::bad_request(code, message),
+            E::NotFound => ApiError::not_found(message),
+            E::Store(_) => {
+                tracing::error!(error = %message, "media store failure");
+                ApiError::unavailable("media is unavailable; retry shortly", 1)
+            }
+        }
+    }
+}
+
 impl From<crate::chat::ChatError> for ApiError {
     fn from(e: crate::chat::ChatError) -> Self {
         use crate::chat::ChatError as E;

@@ -40,8 +40,13 @@ pub fn body_limit_from_env() -> Result<usize, String> {
 
 /// Wraps a function's routes in the layers every function has, in both hosts.
 pub fn api(router: Router, body_limit: usize) -> Router {
+    api_without_fallback(router.fallback(not_found), body_limit)
+}
+
+/// The same layers for routes merged into an [`api`] router (which has the
+/// one fallback), with their own body limit.
+pub fn api_without_fallback(router: Router, body_limit: usize) -> Router {
     router
-        .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(middleware::map_response(json_errors))

@@ -4,6 +4,7 @@
 pub mod cdn;
 pub mod clock;
 pub mod connections;
+pub mod media;
 pub mod queue;
 pub mod senders;
 pub mod table;

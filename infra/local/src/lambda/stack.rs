@@ -79,6 +79,30 @@ impl Stack {
             ]);
             stack.refs.insert(id, url);
         }
+        // Buckets by their logical id, lowercased (S3 names are).
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(config)
+                .force_path_style(true)
+                .build(),
+        );
+        for id in template.of_type("AWS::S3::Bucket") {
+            let name = format!("{prefix}{id}").to_ascii_lowercase();
+            if s3.head_bucket().bucket(&name).send().await.is_err() {
+                s3.create_bucket()
+                    .bucket(&name)
+                    .send()
+                    .await
+                    .map_err(|e| failed(&id, &aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            }
+            stack.attributes.extend([
+                ((id.clone(), "Arn".into()), format!("arn:aws:s3:::{name}")),
+                (
+                    (id.clone(), "RegionalDomainName".into()),
+                    format!("{name}.s3.{REGION}.amazonaws.com"),
+                ),
+            ]);
+            stack.refs.insert(id, name);
+        }
         let cloudfront = aws_sdk_cloudfront::Client::new(config);
         for id in template.of_type("AWS::CloudFront::Distribution") {
             let distribution =

@@ -1,0 +1,298 @@
+//! Media objects as files under the data directory (owner-only), and the
+//! local host's stand-in for S3's presigned PUT: an upload URL on the host,
+//! HMAC-signed over the key, type, exact length and expiry.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::ports::media::{MediaStore, MediaStoreError, ObjectHead, PresignedUpload, valid_key};
+
+/// The local upload route; `{key}` follows.
+pub const LOCAL_UPLOAD_PATH: &str = "/local/v1/uploads";
+
+pub struct FileMediaStore {
+    root: PathBuf,
+    base_url: String,
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for FileMediaStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileMediaStore")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: std::io::Error) -> MediaStoreError {
+    MediaStoreError::Unavailable(e.to_string())
+}
+
+/// What a signed upload URL carries besides its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadGrant {
+    pub content_type: String,
+    pub length: u64,
+    pub expires_at_secs: u64,
+}
+
+impl FileMediaStore {
+    /// `root` is made owner-only; `base_url` is the host's own address.
+    pub fn open(root: &Path, base_url: &str, key: &[u8]) -> Result<Self, MediaStoreError> {
+        super::private_dir(root).map_err(unavailable)?;
+        Ok(Self {
+            root: root.to_owned(),
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            key: key.to_vec(),
+        })
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, MediaStoreError> {
+        if !valid_key(key) {
+            return Err(MediaStoreError::Invalid(format!("bad object key {key:?}")));
+        }
+        Ok(self.root.join(key))
+    }
+
+    fn type_path(path: &Path) -> PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".type");
+        PathBuf::from(name)
+    }
+
+    fn mac(&self, key: &str, grant: &UploadGrant) -> Result<Hmac<Sha256>, MediaStoreError> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key)
+            .map_err(|e| MediaStoreError::Invalid(e.to_string()))?;
+        mac.update(
+            format!(
+                "PUT\n{key}\n{}\n{}\n{}",
+                grant.content_type, grant.length, grant.expires_at_secs
+            )
+            .as_bytes(),
+        );
+        Ok(mac)
+    }
+
+    /// Checks an upload URL's signature (constant time) and expiry.
+    pub fn check_grant(
+        &self,
+        key: &str,
+        grant: &UploadGrant,
+        signature: &str,
+        now_secs: u64,
+    ) -> Result<(), &'static str> {
+        if !valid_key(key) || !key.starts_with("uploads/") {
+            return Err("no upload goes to that key");
+        }
+        let given = hex::decode(signature).map_err(|_| "the signature does not match")?;
+        let mac = self
+            .mac(key, grant)
+            .map_err(|_| "the signature does not match")?;
+        if mac.verify_slice(&given).is_err() {
+            return Err("the signature does not match");
+        }
+        if now_secs > grant.expires_at_secs {
+            return Err("the upload URL has expired");
+        }
+        Ok(())
+    }
+
+    /// A new temporary file for an upload in progress (owner-only).
+    pub async fn begin_upload(&self) -> Result<(PathBuf, tokio::fs::File), MediaStoreError> {
+        let dir = self.root.join(".incoming");
+        super::private_dir(&dir).map_err(unavailable)?;
+        let path = dir.join(uuid::Uuid::new_v4().simple().to_string());
+        let mut options = tokio::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        options.mode(0o600);
+        let file = options.open(&path).await.map_err(unavailable)?;
+        Ok((path, file))
+    }
+
+    /// Moves a complete upload into place: a broken one never shows as an
+    /// object.
+    pub async fn commit_upload(
+        &self,
+        temp: &Path,
+        key: &str,
+        content_type: &str,
+    ) -> Result<(), MediaStoreError> {
+        let path = self.path(key)?;
+        if let Some(dir) = path.parent() {
+            super::private_dir(dir).map_err(unavailable)?;
+        }
+        tokio::fs::write(Self::type_path(&path), content_type.as_bytes())
+            .await
+            .map_err(unavailable)?;
+        tokio::fs::rename(temp, &path).await.map_err(unavailable)
+    }
+
+    async fn write(
+        &self,
+        key: &str,
+        content_type: &str,
+        bytes: &[u8],
+    ) -> Result<(), MediaStoreError> {
+        let path = self.path(key)?;
+        let type_path = Self::type_path(&path);
+        let content_type = content_type.to_owned();
+        let bytes = bytes.to_vec();
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write;
+            let dir = path.parent().unwrap_or(&root);
+            super::private_dir(dir)?;
+            let temp = dir.join(format!(".{}.part", uuid::Uuid::new_v4().simple()));
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(&temp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            std::fs::write(&type_path, content_type.as_bytes())?;
+            std::fs::rename(&temp, &path)?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| MediaStoreError::Unavailable(e.to_string()))?
+        .map_err(unavailable)
+    }
+
+    /// The object and its content type, for `GET /media/...`.
+    pub async fn open_object(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Vec<u8>, String)>, MediaStoreError> {
+        let path = self.path(key)?;
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => {
+                let content_type = tokio::fs::read_to_string(Self::type_path(&path))
+                    .await
+                    .unwrap_or_else(|_| "application/octet-stream".into());
+                Ok(Some((bytes, content_type)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl MediaStore for FileMediaStore {
+    async fn presign_put(
+        &self,
+        key: &str,
+        content_type: &str,
+        length: u64,
+        expires_at_secs: u64,
+    ) -> Result<PresignedUpload, MediaStoreError> {
+        self.path(key)?;
+        let Some(rest) = key.strip_prefix("uploads/") else {
+            return Err(MediaStoreError::Invalid("uploads go under uploads/".into()));
+        };
+        let grant = UploadGrant {
+            content_type: content_type.to_owned(),
+            length,
+            expires_at_secs,
+        };
+        let signature = hex::encode(self.mac(key, &grant)?.finalize().into_bytes());
+        let mut url = url::Url::parse(&format!("{}{LOCAL_UPLOAD_PATH}/{rest}", self.base_url))
+            .map_err(|e| MediaStoreError::Invalid(e.to_string()))?;
+        url.query_pairs_mut()
+            .append_pair("contentType", content_type)
+            .append_pair("length", &length.to_string())
+            .append_pair("expires", &expires_at_secs.to_string())
+            .append_pair("signature", &signature);
+        Ok(PresignedUpload {
+            url: url.to_string(),
+            method: "PUT",
+            headers: BTreeMap::from([
+                ("content-type".to_owned(), content_type.to_owned()),
+                ("content-length".to_owned(), length.to_string()),
+            ]),
+        })
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectHead>, MediaStoreError> {
+        let path = self.path(key)?;
+        match tokio::fs::metadata(&path).await {
+            Ok(meta) => Ok(Some(ObjectHead {
+                size: meta.len(),
+                content_type: tokio::fs::read_to_string(Self::type_path(&path)).await.ok(),
+                last_modified_ms: meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_millis() as u64),
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn read_prefix(&self, key: &str, limit: u64) -> Result<Vec<u8>, MediaStoreError> {
+        use tokio::io::AsyncReadExt;
+        let path = self.path(key)?;
+        let file = tokio::fs::File::open(&path).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                MediaStoreError::NotFound(key.to_owned())
+            } else {
+                unavailable(e)
+            }
+        })?;
+        let mut out = Vec::new();
+        file.take(limit)
+            .read_to_end(&mut out)
+            .await
+            .map_err(unavailable)?;
+        Ok(out)
+    }
+
+    async fn read(&self, key: &str) -> Result<Vec<u8>, MediaStoreError> {
+        let path = self.path(key)?;
+        tokio::fs::read(&path).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                MediaStoreError::NotFound(key.to_owned())
+            } else {
+                unavailable(e)
+            }
+        })
+    }
+
+    async fn put_immutable(
+        &self,
+        key: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(), MediaStoreError> {
+        self.write(key, content_type, &bytes).await
+    }
+
+    async fn copy_immutable(
+        &self,
+        from: &str,
+        to: &str,
+        content_type: &str,
+    ) -> Result<(), MediaStoreError> {
+        let bytes = self.read(from).await?;
+        self.write(to, content_type, &bytes).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), MediaStoreError> {
+        let path = self.path(key)?;
+        for p in [Self::type_path(&path), path] {
+            match tokio::fs::remove_file(&p).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Ok(())
+    }
+}

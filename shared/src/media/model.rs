@@ -1,0 +1,158 @@
+//! Media as stored and as answered.
+
+use serde::{Deserialize, Serialize};
+
+/// What a media item is for the reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaKind {
+    Image,
+    Video,
+}
+
+/// One accepted upload type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaType {
+    pub mime: &'static str,
+    pub kind: MediaKind,
+    pub max_bytes: u64,
+}
+
+pub const MAX_IMAGE_BYTES: u64 = 10 * 1024 * 1024;
+pub const MAX_VIDEO_BYTES: u64 = 200 * 1024 * 1024;
+
+pub const TYPES: &[MediaType] = &[
+    MediaType {
+        mime: "image/jpeg",
+        kind: MediaKind::Image,
+        max_bytes: MAX_IMAGE_BYTES,
+    },
+    MediaType {
+        mime: "image/png",
+        kind: MediaKind::Image,
+        max_bytes: MAX_IMAGE_BYTES,
+    },
+    MediaType {
+        mime: "image/webp",
+        kind: MediaKind::Image,
+        max_bytes: MAX_IMAGE_BYTES,
+    },
+    MediaType {
+        mime: "image/gif",
+        kind: MediaKind::Image,
+        max_bytes: MAX_IMAGE_BYTES,
+    },
+    MediaType {
+        mime: "video/mp4",
+        kind: MediaKind::Video,
+        max_bytes: MAX_VIDEO_BYTES,
+    },
+    MediaType {
+        mime: "video/webm",
+        kind: MediaKind::Video,
+        max_bytes: MAX_VIDEO_BYTES,
+    },
+];
+
+pub fn media_type(mime: &str) -> Option<&'static MediaType> {
+    TYPES.iter().find(|t| t.mime == mime)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaState {
+    /// Waiting for its upload and the check.
+    Pending,
+    Ready,
+    Rejected,
+}
+
+/// One servable form of a media item, under an immutable key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rendition {
+    pub key: String,
+    pub content_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    pub bytes: u64,
+}
+
+/// The media item (`media#<id>` / `media` in the feed table).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaRecord {
+    pub media_id: String,
+    pub owner_id: String,
+    pub content_type: String,
+    pub kind: MediaKind,
+    /// The size the upload was signed for.
+    pub size: u64,
+    pub state: MediaState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    #[serde(default)]
+    pub renditions: Vec<Rendition>,
+    pub created_ms: u64,
+    pub upload_expires_secs: u64,
+}
+
+/// A rendition as answered: its CDN URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RenditionView {
+    pub url: String,
+    pub content_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    pub bytes: u64,
+}
+
+/// `GET /api/v1/me/media/{mediaId}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaView {
+    pub media_id: String,
+    pub state: MediaState,
+    pub kind: MediaKind,
+    pub content_type: String,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// The largest rendition (the video itself for a video).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    pub renditions: Vec<RenditionView>,
+    pub created_at: String,
+}
+
+/// `POST /api/v1/me/media`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateMedia {
+    pub content_type: String,
+    pub size: u64,
+}
+
+/// Its answer: where and how to upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaUpload {
+    pub media_id: String,
+    pub upload_url: String,
+    pub method: &'static str,
+    pub headers: std::collections::BTreeMap<String, String>,
+    pub expires_at: String,
+}
