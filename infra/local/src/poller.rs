@@ -27,6 +27,12 @@ pub struct PollerConfig {
     /// First retry delay; doubles per receive up to `backoff_max`.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Batches of one queue handled at once. Lambda runs an event source
+    /// mapping's batches concurrently (a FIFO queue: one per message group
+    /// at a time, which the queue itself enforces), so one slow batch must
+    /// not hold back the others: a chat greeting waited behind a group
+    /// delivery when this was one at a time.
+    pub concurrency: usize,
 }
 
 impl Default for PollerConfig {
@@ -36,13 +42,15 @@ impl Default for PollerConfig {
             wait: Duration::from_secs(1),
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
+            concurrency: 4,
         }
     }
 }
 
 impl PollerConfig {
     /// `WORKER_BACKOFF_BASE_MS` (default 1000: a local retry shows at once),
-    /// `WORKER_BACKOFF_MAX_MS` (default 60000), `WORKER_BATCH_SIZE` (1-10).
+    /// `WORKER_BACKOFF_MAX_MS` (default 60000), `WORKER_BATCH_SIZE` (1-10),
+    /// `WORKER_CONCURRENCY` (1-64, default 4).
     pub fn from_env() -> Result<Self, String> {
         let mut config = Self::default();
         let read =
@@ -71,6 +79,9 @@ impl PollerConfig {
         }
         if let Some(n) = read("WORKER_BATCH_SIZE", 1..=10)? {
             config.batch_size = n as u32;
+        }
+        if let Some(n) = read("WORKER_CONCURRENCY", 1..=64)? {
+            config.concurrency = n as usize;
         }
         Ok(config)
     }
@@ -215,7 +226,11 @@ pub async fn deliver(
     outcome
 }
 
-/// Polls until `shutdown` turns true; finishes the batch in hand first.
+/// How long a FIFO poller with batches in flight waits between receives.
+const FIFO_PAUSE: Duration = Duration::from_millis(50);
+
+/// Polls until `shutdown` turns true, with up to `config.concurrency`
+/// batches in flight; finishes the batches in hand first.
 pub async fn run(
     queue: Arc<dyn Queue>,
     handler: SqsHandler,
@@ -224,18 +239,48 @@ pub async fn run(
 ) {
     let name = queue.spec().name.clone();
     tracing::info!(queue = %name, "poller started");
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1)));
+    let config = Arc::new(config);
+    let mut in_flight = tokio::task::JoinSet::new();
+    let fifo = queue.spec().fifo();
     loop {
+        // Reap finished batches so the set does not grow.
+        while in_flight.try_join_next().is_some() {}
         if *shutdown.borrow() {
             break;
         }
+        // A free slot before receiving: a message is never taken (and its
+        // visibility timeout started) without a worker ready for it.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        // While a FIFO batch is in flight its group's later messages are
+        // visible but held back. moto's long poll spins on such messages
+        // (its wake-up condition is "any visible message"), using a whole
+        // core for the wait: poll without waiting then, and pause between.
+        let short = fifo && !in_flight.is_empty();
+        let wait = if short { Duration::ZERO } else { config.wait };
         // Not raced against shutdown: a receive dropped half-way could hide
         // messages it took until their visibility timeout. The wait is short.
-        let received = queue.receive(config.batch_size, config.wait, None).await;
+        let received = queue.receive(config.batch_size, wait, None).await;
         match received {
-            Ok(messages) if messages.is_empty() => {}
+            Ok(messages) if messages.is_empty() => {
+                drop(slot);
+                if short {
+                    tokio::select! {
+                        _ = tokio::time::sleep(FIFO_PAUSE) => {}
+                        _ = in_flight.join_next() => {}
+                    }
+                }
+            }
             Ok(messages) => {
-                let outcome = deliver(queue.as_ref(), &handler, messages, &config).await;
-                tracing::debug!(queue = %name, ?outcome, "batch settled");
+                let (queue, handler, config, name) =
+                    (queue.clone(), handler.clone(), config.clone(), name.clone());
+                in_flight.spawn(async move {
+                    let outcome = deliver(queue.as_ref(), &handler, messages, &config).await;
+                    tracing::debug!(queue = %name, ?outcome, "batch settled");
+                    drop(slot);
+                });
             }
             Err(e) => {
                 tracing::warn!(queue = %name, error = %e, "receive failed");
@@ -246,5 +291,6 @@ pub async fn run(
             }
         }
     }
+    while in_flight.join_next().await.is_some() {}
     tracing::info!(queue = %name, "poller stopped");
 }

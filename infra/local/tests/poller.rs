@@ -178,3 +178,70 @@ async fn aws_retries_then_dead_letters() {
     let prefix = format!("p{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     retries_then_dead_letters(Platform::aws(&config, Some(prefix))).await;
 }
+
+/// A FIFO batch that takes long holds back its own group only: another
+/// group's messages are handled meanwhile, and each group stays in order.
+async fn a_slow_group_does_not_hold_back_others(platform: Platform) {
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let spec =
+        QueueSpec::new(format!("groups-{suffix}.fifo")).with_visibility(Duration::from_secs(30));
+    let queue = platform.queue(&spec).await.unwrap();
+    let order: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = order.clone();
+    let handler: SqsHandler = Arc::new(move |event: LambdaEvent<SqsEvent>| {
+        let seen = seen.clone();
+        Box::pin(async move {
+            for record in &event.payload.records {
+                let body = record.body.clone().unwrap_or_default();
+                if body == "slow-1" {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                }
+                seen.lock().unwrap().push(body);
+            }
+            Ok(SqsBatchResponse::default())
+        })
+    });
+    let (stop, stopped) = watch::channel(false);
+    let config = PollerConfig {
+        batch_size: 1,
+        ..PollerConfig::default()
+    };
+    let task = tokio::spawn(poller::run(queue.clone(), handler, config, stopped));
+    for (i, body) in ["slow-1", "slow-2", "fast-1", "fast-2"].iter().enumerate() {
+        let group = body.split('-').next().unwrap_or_default();
+        queue
+            .send(OutgoingMessage::new(*body).group(group, format!("d{i}")))
+            .await
+            .unwrap();
+    }
+    for _ in 0..100 {
+        if order.lock().unwrap().len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    let order = order.lock().unwrap().clone();
+    assert_eq!(
+        order,
+        ["fast-1", "fast-2", "slow-1", "slow-2"],
+        "the fast group ran while the slow batch was in flight"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_a_slow_group_does_not_hold_back_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    a_slow_group_does_not_hold_back_others(Platform::embedded(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_a_slow_group_does_not_hold_back_others() {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .expect("AWS_ENDPOINT_URL: the aws poller test needs a moto server (run `make test`)");
+    let config = hanul_shared::aws::endpoint_config(&endpoint).await;
+    let prefix = format!("p{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    a_slow_group_does_not_hold_back_others(Platform::aws(&config, Some(prefix))).await;
+}
