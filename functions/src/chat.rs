@@ -18,7 +18,7 @@ use hanul_shared::chat::{
     SendMessage, SyncPage, SyncQuery,
 };
 use hanul_shared::http::auth::Caller;
-use hanul_shared::http::{ApiError, json_rejection};
+use hanul_shared::http::{ApiError, json_rejection, query_rejection};
 use lambda_runtime::LambdaEvent;
 use serde_json::{Value, json};
 
@@ -148,9 +148,7 @@ fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 }
 
 fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    query
-        .map(|Query(q)| q)
-        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+    query.map(|Query(q)| q).map_err(query_rejection)
 }
 
 async fn create_conversation(

@@ -16,7 +16,7 @@ use hanul_shared::feed::{
     PutProfile, UserList, UserProfile,
 };
 use hanul_shared::http::auth::Caller;
-use hanul_shared::http::{ApiError, json_rejection};
+use hanul_shared::http::{ApiError, json_rejection, query_rejection};
 use lambda_runtime::LambdaEvent;
 use serde_json::{Value, json};
 
@@ -137,10 +137,6 @@ pub const FEED_READ: Function = feed_function!(
     read_feed
 );
 
-fn query_rejection(e: QueryRejection) -> ApiError {
-    ApiError::bad_request("invalid_query", e.body_text())
-}
-
 async fn follow(
     State(service): Feed,
     caller: Caller,
@@ -224,10 +220,10 @@ async fn put_profile(
 
 async fn get_user(
     State(service): Feed,
-    _caller: Caller,
+    caller: Caller,
     Path(user): Path<String>,
 ) -> Result<Json<UserProfile>, ApiError> {
-    Ok(Json(service.get_user(&user).await?))
+    Ok(Json(service.view_user(&caller.user_id, &user).await?))
 }
 
 async fn create_post(

@@ -129,6 +129,7 @@ pub static FUNCTIONS: &[Function] = &[
     crate::shortener::SHORTEN_BATCH,
     crate::shortener::REDIRECT,
     crate::shortener::URLS_GET,
+    crate::shortener::URLS_LIST,
     crate::shortener::URLS_UPDATE,
     crate::shortener::URLS_DELETE,
     crate::shortener::URLS_QR,

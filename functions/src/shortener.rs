@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,13 +15,13 @@ use axum::{Json, Router};
 use hanul_shared::cdn::{invalidate_batch, invalidation_queue};
 use hanul_shared::http::auth::{Caller, MaybeCaller};
 use hanul_shared::http::emf::Metrics;
-use hanul_shared::http::{ApiError, json_rejection};
+use hanul_shared::http::{ApiError, json_rejection, query_rejection};
 use hanul_shared::platform::{ConfigError, Platform, TableName};
 use hanul_shared::ports::Queue;
 use hanul_shared::shortener::qr::QrFormat;
 use hanul_shared::shortener::{
-    ClickAggregator, ClickEvent, ClickSink, CreateLink, MAX_BATCH, PatchLink, RedirectKind,
-    ShortenerService, click_queue,
+    ClickAggregator, ClickEvent, ClickSink, CreateLink, MAX_BATCH, OwnedQuery, PatchLink,
+    RedirectKind, ShortenerService, click_queue,
 };
 use lambda_runtime::LambdaEvent;
 use serde::Deserialize;
@@ -95,6 +95,19 @@ pub const URLS_GET: Function = Function {
             let service = platform.shortener().await?;
             Ok(Router::new()
                 .route("/api/v1/urls/{code}", get(details))
+                .with_state(service))
+        })
+    },
+};
+
+pub const URLS_LIST: Function = Function {
+    name: "urls-list",
+    routes: &[routes::get("/api/v1/me/urls", Auth::Jwt)],
+    build: |platform| {
+        Box::pin(async move {
+            let service = platform.shortener().await?;
+            Ok(Router::new()
+                .route("/api/v1/me/urls", get(list_owned))
                 .with_state(service))
         })
     },
@@ -375,6 +388,27 @@ async fn details(
     let mut body = service.view(&link);
     body["visits"] = json!(link.visits);
     body["stats"] = json!(stats);
+    Ok(([(header::CACHE_CONTROL, "private, no-store")], Json(body)).into_response())
+}
+
+async fn list_owned(
+    State(service): State<Arc<ShortenerService>>,
+    caller: Caller,
+    query: Result<Query<OwnedQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(query_rejection)?;
+    let page = service.list_owned(&caller.user_id, query).await?;
+    let links: Vec<Value> = page
+        .links
+        .iter()
+        .map(|owned| {
+            let mut view = service.view(&owned.link);
+            view["clicks"] = json!(owned.clicks);
+            view["visits"] = json!(owned.link.visits);
+            view
+        })
+        .collect();
+    let body = json!({ "links": links, "nextCursor": page.next_cursor });
     Ok(([(header::CACHE_CONTROL, "private, no-store")], Json(body)).into_response())
 }
 

@@ -188,6 +188,24 @@ async fn urls_get_event_reads_the_owner_from_the_authorizer() {
 }
 
 #[tokio::test]
+async fn urls_list_event_lists_the_callers_links() {
+    let (status, body, headers, _) = invoke("urls-list").await;
+    assert_eq!(status, 200, "{body}");
+    let codes: Vec<&str> = body["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["code"].as_str())
+        .collect();
+    assert_eq!(codes, ["docs-link"]);
+    assert_eq!(body["links"][0]["clicks"], 0);
+    assert_eq!(
+        headers.get("cache-control").and_then(|v| v.to_str().ok()),
+        Some("private, no-store")
+    );
+}
+
+#[tokio::test]
 async fn urls_update_event() {
     let (status, body, _, _) = invoke("urls-update").await;
     assert_eq!(status, 200, "{body}");

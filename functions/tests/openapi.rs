@@ -22,6 +22,7 @@ const SHORTENER: Described = Described {
         "shorten-batch",
         "redirect",
         "urls-get",
+        "urls-list",
         "urls-update",
         "urls-delete",
         "urls-qr",

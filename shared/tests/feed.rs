@@ -1317,6 +1317,33 @@ async fn friends_profiles_and_lists() {
             .collect::<Vec<_>>()
     };
     assert_eq!(names(&friends), ["b", "d"]);
+    // How the caller stands with each: a friend, one-way either way, blocked.
+    let rel = |v: hanul_shared::feed::UserProfile| {
+        v.relationship
+            .map(|r| (r.following, r.followed_by, r.blocking))
+    };
+    assert_eq!(
+        rel(f.feed.view_user("u", "b").await.unwrap()),
+        Some((true, true, false))
+    );
+    assert_eq!(
+        rel(f.feed.view_user("u", "a").await.unwrap()),
+        Some((true, false, false))
+    );
+    assert_eq!(
+        rel(f.feed.view_user("a", "u").await.unwrap()),
+        Some((false, true, false))
+    );
+    assert_eq!(
+        rel(f.feed.view_user("u", "u").await.unwrap()),
+        None,
+        "oneself"
+    );
+    f.feed.block("x", "u").await.unwrap();
+    assert_eq!(
+        rel(f.feed.view_user("x", "u").await.unwrap()),
+        Some((false, false, true))
+    );
     let one = f.feed.list_friends("u", ListQuery::limit(1)).await.unwrap();
     assert_eq!(names(&one), ["b"]);
     let two = f

@@ -388,7 +388,112 @@ async fn urls_whose_host_cannot_exist_are_refused(table: Arc<dyn Table>) {
     }
 }
 
+/// `GET /api/v1/me/urls`: the owner's links newest first in cursor pages,
+/// with click totals; a repeated create adds no entry, a delete removes
+/// its entry, an entry whose link is gone is skipped and dropped.
+async fn an_owners_links_are_listed_newest_first_with_clicks(table: Arc<dyn Table>) {
+    use hanul_shared::shortener::OwnedQuery;
+    let s = service(&table);
+    let queue_dir = tempfile::tempdir().unwrap();
+    let store = hanul_shared::embedded::EmbeddedStore::open(queue_dir.path()).unwrap();
+    let purges =
+        hanul_shared::embedded::EmbeddedQueue::new(store, hanul_shared::cdn::invalidation_queue());
+    let mut made = Vec::new();
+    for (url, alias) in [("a", None), ("b", None), ("c", Some("nina-c")), ("d", None)] {
+        let create = CreateLink {
+            alias: alias.map(str::to_owned),
+            ..link(&format!("https://example.com/{url}"))
+        };
+        made.push(s.create(create, Some("nina")).await.unwrap().link);
+        // Distinct creation times, so the order is the creation order.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let again = s
+        .create(link("https://example.com/a"), Some("nina"))
+        .await
+        .unwrap();
+    assert!(!again.created, "the same URL again is the same link");
+    s.create(link("https://example.com/omar"), Some("omar"))
+        .await
+        .unwrap();
+    s.create(link("https://example.com/anon"), None)
+        .await
+        .unwrap();
+    let aggregator = ClickAggregator::new(table.clone(), Arc::new(SystemClock));
+    for n in 0..2 {
+        aggregator
+            .record(&ClickEvent::new(
+                &made[1].link_id,
+                made[1].code.as_str(),
+                n,
+                None,
+                None,
+            ))
+            .await
+            .unwrap();
+    }
+
+    let page = |limit: &str, cursor: Option<String>| OwnedQuery {
+        limit: Some(limit.into()),
+        cursor,
+    };
+    let first = s.list_owned("nina", page("3", None)).await.unwrap();
+    let codes = |p: &hanul_shared::shortener::OwnedPage| -> Vec<String> {
+        p.links.iter().map(|l| l.link.code.to_string()).collect()
+    };
+    let code = |i: usize| made[i].code.to_string();
+    assert_eq!(codes(&first), [code(3), code(2), code(1)]);
+    assert_eq!(first.links[2].clicks, 2);
+    let second = s
+        .list_owned("nina", page("3", first.next_cursor.clone()))
+        .await
+        .unwrap();
+    assert_eq!(codes(&second), [code(0)]);
+    // A last full page may still say "more"; the page after it is empty.
+    if let Some(cursor) = second.next_cursor {
+        let third = s.list_owned("nina", page("3", Some(cursor))).await.unwrap();
+        assert!(third.links.is_empty());
+    }
+
+    // A deleted link leaves the list; so does one the table dropped.
+    s.delete(&code(1), "nina", true, &purges).await.unwrap();
+    table
+        .delete(
+            &hanul_shared::shortener::link::link_key(&made[3].code),
+            None,
+        )
+        .await
+        .unwrap();
+    let all = s.list_owned("nina", OwnedQuery::default()).await.unwrap();
+    assert_eq!(codes(&all), [code(2), code(0)]);
+    let entries = table
+        .query(hanul_shared::ports::table::Query::partition("owner#nina"))
+        .await
+        .unwrap();
+    assert_eq!(entries.items.len(), 2, "the dangling entry was dropped");
+
+    // Others' cursors and bad limits are refused.
+    let omars = s.list_owned("omar", page("1", None)).await.unwrap();
+    assert_eq!(omars.links.len(), 1);
+    for query in [
+        page("0", None),
+        page("51", None),
+        page("x", None),
+        page("5", Some("not a cursor".into())),
+        page("5", omars.next_cursor.clone().or(Some("e30".into()))),
+    ] {
+        assert!(
+            matches!(
+                s.list_owned("nina", query.clone()).await,
+                Err(ShortenerError::Invalid(..))
+            ),
+            "{query:?}"
+        );
+    }
+}
+
 on_both_tables!(
+    an_owners_links_are_listed_newest_first_with_clicks,
     urls_whose_host_cannot_exist_are_refused,
     an_instance_that_cached_a_cap_obeys_an_edit_of_it,
     each_operation_costs_what_it_should,

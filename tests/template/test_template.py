@@ -149,6 +149,7 @@ REQUIRED_ROUTES = {
     ("GET", "/api/v1/{code}"): "ShortenerRedirectFunction",
     ("HEAD", "/api/v1/{code}"): "ShortenerRedirectFunction",
     ("GET", "/api/v1/urls/{code}"): "ShortenerUrlsGetFunction",
+    ("GET", "/api/v1/me/urls"): "ShortenerUrlsListFunction",
     ("PATCH", "/api/v1/urls/{code}"): "ShortenerUrlsUpdateFunction",
     ("DELETE", "/api/v1/urls/{code}"): "ShortenerUrlsDeleteFunction",
     ("GET", "/api/v1/urls/{code}/qr"): "ShortenerUrlsQrFunction",
@@ -260,7 +261,7 @@ FEED_ACTIONS: dict[str, set[str]] = {
     "FeedFriendsListFunction": ddb("Query", "BatchGetItem"),
     # Read-only: one read of the profile.
     "FeedProfileGetFunction": ddb("GetItem"),
-    "FeedUsersGetFunction": ddb("GetItem"),
+    "FeedUsersGetFunction": ddb("GetItem", "BatchGetItem"),
     # One update of the profile; an avatar's media item first (a batch read).
     "FeedProfilePutFunction": ddb("BatchGetItem", "UpdateItem"),
     # The idempotency key (read), the publish transaction (puts, the profile
@@ -531,6 +532,10 @@ EXPECTED_STATEMENTS: dict[str, list[tuple[set[str], Any]]] = {
         ({"sqs:SendMessage"}, CLICKS_QUEUE),
     ],
     "ShortenerUrlsGetFunction": [({"dynamodb:GetItem", "dynamodb:Query"}, URLS)],
+    "ShortenerUrlsListFunction": [
+        ({"dynamodb:Query", "dynamodb:BatchGetItem"}, URLS),
+        ({"dynamodb:DeleteItem"}, URLS),
+    ],
     "ShortenerUrlsUpdateFunction": [
         ({"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}, URLS),
         ({"sqs:SendMessage"}, INVALIDATIONS_QUEUE),
@@ -1007,6 +1012,15 @@ def test_roles_are_least_privilege(cfn, functions):
         assert sorted(got, key=key) == sorted(expected, key=key), (
             f"{fn_id}: statements {got}, expected {expected} (update EXPECTED_STATEMENTS if intended)"
         )
+
+
+def test_the_link_list_deletes_only_list_entries(cfn):
+    roles = _resources_of(cfn, "AWS::IAM::Role")
+    statements = _statements(roles["ShortenerUrlsListFunctionRole"])
+    (delete,) = [st for st in statements if "dynamodb:DeleteItem" in _as_list(st["Action"])]
+    assert delete["Condition"] == {
+        "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["owner#*"]}
+    }
 
 
 def test_the_rate_limit_policy_grants_only_conditional_puts(cfn):

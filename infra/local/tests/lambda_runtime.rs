@@ -132,6 +132,16 @@ fn expectations() -> Vec<(&'static str, Expect)> {
             }),
         ),
         (
+            "urls-list",
+            Http(200, |r| {
+                check(
+                    r.json["links"][0]["code"] == "docs-link",
+                    "the owner's links",
+                    r,
+                )
+            }),
+        ),
+        (
             "urls-qr",
             Http(200, |r| check(r.body.starts_with(b"\x89PNG"), "a PNG", r)),
         ),

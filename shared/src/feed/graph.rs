@@ -550,6 +550,29 @@ impl FeedService {
         Ok(record.with_counts())
     }
 
+    /// `GET /api/v1/users/{userId}` for `caller`: the profile and counts,
+    /// and how the caller stands with that user (one batch read of the
+    /// three edges).
+    pub async fn view_user(&self, caller: &str, user: &str) -> Result<UserProfile, FeedError> {
+        check_user_id(caller)?;
+        let mut view = self.get_user(user).await?;
+        if caller != user {
+            let found = self
+                .batch_get_all(vec![
+                    following_key(caller, user),
+                    following_key(user, caller),
+                    block_key(caller, user),
+                ])
+                .await?;
+            view.relationship = Some(super::model::Relationship {
+                following: found.contains_key(&following_key(caller, user)),
+                followed_by: found.contains_key(&following_key(user, caller)),
+                blocking: found.contains_key(&block_key(caller, user)),
+            });
+        }
+        Ok(view)
+    }
+
     /// Every account `user` follows (the timeline merge's input).
     pub(super) async fn all_following(&self, user: &str) -> Result<Vec<String>, FeedError> {
         let mut out = Vec::new();

@@ -498,6 +498,19 @@ pub struct UserProfile {
     pub followers: u64,
     pub following: u64,
     pub posts: u64,
+    /// How the caller stands with this user (absent on the caller's own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relationship: Option<Relationship>,
+}
+
+/// The caller and another user: the follow edges both ways and the
+/// caller's block (friends are mutual follows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Relationship {
+    pub following: bool,
+    pub followed_by: bool,
+    pub blocking: bool,
 }
 
 /// The profile item: profile fields, the ADD counters, and the hints the
@@ -591,6 +604,7 @@ impl ProfileRecord {
             followers: self.followers,
             following: self.following,
             posts: self.posts,
+            relationship: None,
         }
     }
 }

@@ -252,6 +252,11 @@ impl From<crate::chat::ChatError> for ApiError {
     }
 }
 
+/// A query string that did not parse (an unknown or malformed parameter).
+pub fn query_rejection(e: axum::extract::rejection::QueryRejection) -> ApiError {
+    ApiError::bad_request("invalid_query", e.body_text())
+}
+
 /// A JSON body that did not parse: 413 if too large, 415 if not JSON,
 /// 400 otherwise (syntax or shape), always with the parser's message.
 pub fn json_rejection(e: axum::extract::rejection::JsonRejection) -> ApiError {

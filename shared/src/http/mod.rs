@@ -21,7 +21,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 pub use auth::{Caller, MaybeCaller};
-pub use error::{ApiError, json_errors, json_rejection, not_found};
+pub use error::{ApiError, json_errors, json_rejection, not_found, query_rejection};
 
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 pub const REQUEST_ID: &str = "x-request-id";

@@ -73,9 +73,35 @@ pub fn link_key(code: &ShortCode) -> Key {
     Key::new(format!("link#{code}"), LINK_SK)
 }
 
+/// The partition listing an owner's links (`GET /api/v1/me/urls`).
+pub fn owned_pk(owner: &str) -> String {
+    format!("owner#{owner}")
+}
+
+/// An owner's list entry, sorted by creation time (then code).
+pub fn owned_key(owner: &str, created_at_ms: u64, code: &ShortCode) -> Key {
+    Key::new(owned_pk(owner), format!("{created_at_ms:013}#{code}"))
+}
+
 impl Link {
     pub fn key(&self) -> Key {
         link_key(&self.code)
+    }
+
+    /// The owner's list entry for this link (none for anonymous links). It
+    /// names the link's id, so an entry left by a link that is gone (an
+    /// expired alias taken by someone else) is recognised and skipped.
+    pub fn owned_item(&self) -> Option<Item> {
+        let owner = self.owner.as_deref()?;
+        let mut item = owned_key(owner, self.created_at_ms, &self.code).to_item();
+        item.insert("code".into(), s(self.code.as_str()));
+        item.insert("linkId".into(), s(&self.link_id));
+        Some(item)
+    }
+
+    pub fn owned_key(&self) -> Option<Key> {
+        let owner = self.owner.as_deref()?;
+        Some(owned_key(owner, self.created_at_ms, &self.code))
     }
 
     pub fn is_expired(&self, now_ms: u64) -> bool {

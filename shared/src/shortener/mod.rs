@@ -22,8 +22,8 @@ pub use error::ShortenerError;
 pub use link::{Link, LinkStats, RedirectKind};
 
 use crate::ports::table::{
-    Condition, Consistency, Key, Query, SortKey, Table, TableError, TxOp, Update, get_i64, get_str,
-    num, s,
+    Condition, Consistency, Cursor, Key, Query, SortKey, Table, TableError, TxOp, Update, get_i64,
+    get_str, num, s,
 };
 use crate::ports::{Clock, Queue};
 use link::{INDEX_SK, UrlPolicy, format_instant, index_pk, link_key, parse_instant};
@@ -348,6 +348,7 @@ impl ShortenerService {
         if let Some(alias) = alias {
             link.code = alias;
             let now = self.clock.now_secs();
+            self.put_owned_entry(&link).await?;
             return match self
                 .table
                 .put(link.to_item(), Some(Condition::absent_or_expired(now)))
@@ -358,6 +359,7 @@ impl ShortenerService {
                     created: true,
                 }),
                 Err(TableError::ConditionFailed { .. }) => {
+                    self.drop_owned_entry(&link).await;
                     Err(ShortenerError::AliasTaken(link.code.to_string()))
                 }
                 Err(e) => Err(e.into()),
@@ -371,7 +373,12 @@ impl ShortenerService {
         })?;
         for _ in 0..CODE_ATTEMPTS {
             link.code = permutation.code(self.allocator.next().await?);
-            match self.write_new(&link).await {
+            self.put_owned_entry(&link).await?;
+            let written = self.write_new(&link).await;
+            if written.is_err() {
+                self.drop_owned_entry(&link).await;
+            }
+            match written {
                 Ok(()) => {
                     return Ok(Created {
                         link,
@@ -434,6 +441,29 @@ impl ShortenerService {
             }
             Err(TableError::TransactionCanceled { .. }) => Err(WriteNew::CodeTaken),
             Err(e) => Err(WriteNew::Failed(e.into())),
+        }
+    }
+
+    /// The owner's list entry goes in before the link: a crash in between
+    /// leaves an entry naming a link id that never was, which the list
+    /// skips and removes, never a link missing from its owner's list.
+    async fn put_owned_entry(&self, link: &Link) -> Result<(), ShortenerError> {
+        if let Some(item) = link.owned_item() {
+            self.table.put(item, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes the entry of a link that was not written (or is deleted);
+    /// best effort, as the list drops entries whose link is gone.
+    async fn drop_owned_entry(&self, link: &Link) {
+        let Some(key) = link.owned_key() else {
+            return;
+        };
+        let still = Condition::eq("linkId", s(&link.link_id));
+        match self.table.delete(&key, Some(still)).await {
+            Ok(_) | Err(TableError::ConditionFailed { .. }) => {}
+            Err(e) => tracing::warn!(error = %e, "a link list entry was not removed"),
         }
     }
 
@@ -779,6 +809,7 @@ impl ShortenerService {
             Err(e) => return Err(e.into()),
         }
         self.cache.insert(link.code.as_str(), CachedLink::Missing);
+        self.drop_owned_entry(&link).await;
         self.drop_stats(&link.link_id).await;
         Ok(self.purge(&link.code, purges).await)
     }
@@ -834,6 +865,108 @@ impl ShortenerService {
         }
     }
 
+    /// `GET /api/v1/me/urls`: the caller's links, newest first, each with
+    /// its click total. One query and one batch read per page.
+    pub async fn list_owned(
+        &self,
+        caller: &str,
+        query: OwnedQuery,
+    ) -> Result<OwnedPage, ShortenerError> {
+        let limit = match query.limit.as_deref() {
+            None => DEFAULT_OWNED_PAGE,
+            Some(raw) => raw
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=MAX_OWNED_PAGE).contains(n))
+                .ok_or_else(|| {
+                    ShortenerError::Invalid(
+                        "invalid_limit",
+                        format!("limit must be 1 to {MAX_OWNED_PAGE}"),
+                    )
+                })?,
+        };
+        let pk = link::owned_pk(caller);
+        let bad_cursor = || {
+            ShortenerError::Invalid(
+                "invalid_cursor",
+                "cursor is not one this list returned".into(),
+            )
+        };
+        let cursor = match query.cursor.as_deref() {
+            None => None,
+            Some(raw) => {
+                let cursor = Cursor::parse(raw).map_err(|_| bad_cursor())?;
+                match cursor.to_key() {
+                    Ok(key) if key.pk == pk => Some(cursor),
+                    _ => return Err(bad_cursor()),
+                }
+            }
+        };
+        let page = self
+            .table
+            .query(Query::partition(pk).backward().limit(limit).after(cursor))
+            .await?;
+        let entries: Vec<(Key, ShortCode, String)> = page
+            .items
+            .iter()
+            .filter_map(|item| {
+                let key = Key::of_item(item).ok()?;
+                let code = ShortCode::parse(get_str(item, "code")?)?;
+                Some((key, code, get_str(item, "linkId")?.to_owned()))
+            })
+            .collect();
+        let mut keys = Vec::with_capacity(entries.len() * 2);
+        for (_, code, link_id) in &entries {
+            keys.push(link_key(code));
+            keys.push(Key::new(clicks::stats_pk(link_id), "total"));
+        }
+        let found = if keys.is_empty() {
+            Vec::new()
+        } else {
+            self.table.batch_get(&keys).await?
+        };
+        let mut links = std::collections::HashMap::new();
+        let mut totals = std::collections::HashMap::new();
+        for item in &found {
+            match (get_str(item, "pk"), get_i64(item, "clicks")) {
+                (Some(pk), Some(clicks)) if pk.starts_with("stats#") => {
+                    totals.insert(pk.to_owned(), u64::try_from(clicks).unwrap_or(0));
+                }
+                _ => {
+                    if let Ok(link) = Link::from_item(item) {
+                        links.insert(link.link_id.clone(), link);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(entries.len());
+        for (key, _, link_id) in entries {
+            match links.remove(&link_id) {
+                Some(link) if link.owner.as_deref() == Some(caller) => {
+                    let clicks = totals
+                        .get(&clicks::stats_pk(&link_id))
+                        .copied()
+                        .unwrap_or(0);
+                    out.push(OwnedLink { link, clicks });
+                }
+                // The link is gone (deleted by the table after expiry, or an
+                // expired alias taken over): drop the entry. Best effort.
+                _ => {
+                    let still = Condition::eq("linkId", s(&link_id));
+                    if let Err(e) = self.table.delete(&key, Some(still)).await
+                        && !matches!(e, TableError::ConditionFailed { .. })
+                    {
+                        tracing::warn!(error = %e, "a dangling link list entry was not removed");
+                    }
+                }
+            }
+        }
+        Ok(OwnedPage {
+            links: out,
+            next_cursor: page.next.map(|c| c.as_str().to_owned()),
+        })
+    }
+
     /// A link's public view.
     pub fn view(&self, link: &Link) -> serde_json::Value {
         serde_json::json!({
@@ -852,6 +985,30 @@ impl ShortenerService {
         let redirect = self.resolve(raw, false).await?;
         qr::render(&self.config.short_url(&redirect.code), format)
     }
+}
+
+/// `GET /api/v1/me/urls?limit=&cursor=`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnedQuery {
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+pub const DEFAULT_OWNED_PAGE: u32 = 20;
+pub const MAX_OWNED_PAGE: u32 = 50;
+
+/// One of the caller's links and how often it was followed.
+#[derive(Debug, Clone)]
+pub struct OwnedLink {
+    pub link: Link,
+    pub clicks: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct OwnedPage {
+    pub links: Vec<OwnedLink>,
+    pub next_cursor: Option<String>,
 }
 
 enum WriteNew {
