@@ -12,6 +12,7 @@ export PATH="$PWD/.venv/bin:$PATH"
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
+infra/scripts/chromium.sh
 
 step "format and lints"
 cargo fmt --all --check
@@ -43,3 +44,6 @@ step "tests: unit, property, contract (embedded + moto), poller, end-to-end (bot
 target_dir=$(infra/scripts/target-dir.sh)
 export HANUL_LOCAL_BIN=$target_dir/debug/hanul-local
 cargo nextest run --workspace --locked --no-fail-fast
+
+step "web client in headless Chromium (screenshots in .build/web-artifacts)"
+pytest -q -p no:cacheprovider tests/web

@@ -9,3 +9,4 @@ pub mod poller;
 pub mod server;
 pub mod sockets;
 pub mod tls;
+pub mod web;

@@ -18,6 +18,18 @@ async fn main() -> std::process::ExitCode {
             }
         };
     }
+    if let Some(Command::Web(command)) = &args.command {
+        return match hanul_local::web::publish::run(command.clone()).await {
+            Ok(done) => {
+                println!("{done}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hanul-local web: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::Redrive { queue, max }) = &args.command {
         return match redrive(&args, queue, *max).await {
             Ok(moved) => {

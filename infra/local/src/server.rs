@@ -69,6 +69,12 @@ pub struct Args {
     /// The PEM private key of `--tls-cert`.
     #[arg(long, env = "HANUL_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// The URL people reach this host at (`https://hanul.home.example`,
+    /// `http://192.168.1.20:3000`): short URLs, media URLs and the web
+    /// client use it. Default: this host's own address (127.0.0.1 for an
+    /// unspecified one, so set it when serving other machines).
+    #[arg(long, env = "HANUL_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Reverse proxies (comma-separated IP addresses) whose
     /// `X-Forwarded-For` and `X-Forwarded-Proto` headers are believed: TLS
     /// ends there.
@@ -94,6 +100,10 @@ pub enum Command {
     /// Runs the Lambda artifact as Lambda does, without Docker.
     #[command(subcommand)]
     Lambda(crate::lambda::cli::LambdaCommand),
+    /// The web client for AWS: written to a folder, or uploaded to the
+    /// stack's web bucket.
+    #[command(subcommand)]
+    Web(crate::web::publish::WebCommand),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,14 +155,65 @@ fn kept_secret(data_dir: &Path, file: &str) -> Result<String, StartError> {
     }
 }
 
-/// The short domain when `SHORT_BASE_URL` is unset: this server's address.
-fn local_base_url(addr: SocketAddr) -> String {
-    let ip = if addr.ip().is_unspecified() {
+/// Where people reach this host: `--public-url` (checked: an http(s)
+/// origin, nothing after it), else this server's own address.
+fn public_url(args: &Args, tls: bool) -> Result<String, StartError> {
+    if let Some(raw) = &args.public_url {
+        let bad = |why: &str| StartError::Invalid(format!("--public-url {raw:?}: {why}"));
+        let url = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(bad("must be an http:// or https:// URL with a host"));
+        }
+        if url.path() != "/"
+            || url.query().is_some()
+            || url.fragment().is_some()
+            || !url.username().is_empty()
+        {
+            return Err(bad(
+                "must be only scheme, host and port, like https://hanul.example",
+            ));
+        }
+        return Ok(url.origin().ascii_serialization());
+    }
+    let ip = if args.addr.ip().is_unspecified() {
         std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
     } else {
-        addr.ip()
+        args.addr.ip()
     };
-    format!("http://{}", SocketAddr::new(ip, addr.port()))
+    let scheme = if tls { "https" } else { "http" };
+    Ok(format!(
+        "{scheme}://{}",
+        SocketAddr::new(ip, args.addr.port())
+    ))
+}
+
+/// The web client's settings: same-origin everything, the socket on the
+/// public origin, media wherever `MEDIA_BASE_URL` points.
+fn web_settings(
+    public: &str,
+    media_base: Option<&str>,
+    canonical: bool,
+    version: &str,
+) -> crate::web::WebSettings {
+    let origin_of = |u: &str| {
+        url::Url::parse(u)
+            .ok()
+            .map(|u| u.origin().ascii_serialization())
+    };
+    let socket = public
+        .replacen("https://", "wss://", 1)
+        .replacen("http://", "ws://", 1);
+    let mut connect = vec![socket];
+    let mut media = Vec::new();
+    if let Some(m) = media_base.and_then(origin_of).filter(|m| m != public) {
+        connect.push(m.clone());
+        media.push(m);
+    }
+    crate::web::WebSettings {
+        canonical: canonical.then(|| public.to_owned()),
+        csp: crate::web::content_security_policy(&connect, &media),
+        config_json: crate::web::local_config(version),
+    }
 }
 
 /// Writes a file only its owner can read: the key mints tokens for anyone.
@@ -256,6 +317,8 @@ pub struct HostRoutes {
     /// Reached beyond loopback with no TLS of its own: watch for requests
     /// that did not come through a trusted proxy's HTTPS.
     pub plain_exposed: bool,
+    /// The web client at `/`.
+    pub web: crate::web::WebSettings,
 }
 
 /// Warns once when a request reached an exposed plain-HTTP host other than
@@ -297,6 +360,7 @@ pub async fn app(platform: Arc<Platform>, host: HostRoutes) -> Result<Router, St
         dev_endpoints,
         proxies,
         plain_exposed,
+        web,
     } = host;
     // Before any function is built: chat posts to these sockets and checks
     // `$connect` tokens (and their sessions) as the gateway does.
@@ -339,7 +403,8 @@ pub async fn app(platform: Arc<Platform>, host: HostRoutes) -> Result<Router, St
             plain_http_watch,
         ));
     }
-    Ok(http::api(all, body_limit).merge(media))
+    let client = crate::web::router(Arc::new(crate::web::WebClient::new()), web);
+    Ok(http::api(all, body_limit).merge(media).merge(client))
 }
 
 /// Every push, SMS and email that left, in send order; `?count=true` gives
@@ -421,17 +486,15 @@ async fn shutdown_signal() {
 /// Starts everything and serves until SIGTERM or Ctrl-C.
 pub async fn serve(args: Args) -> Result<(), StartError> {
     http::emf::set_enabled(args.metrics);
+    let public = public_url(&args, args.tls_cert.is_some())?;
     let (platform, store) = open_platform(&args).await?;
     let platform = platform
-        .with_default("SHORT_BASE_URL", local_base_url(args.addr))
+        .with_default("SHORT_BASE_URL", public.clone())
         .with_default(
             "SHORTENER_CODE_KEY",
             kept_secret(&args.data_dir, "shortener-code-key")?,
         )
-        .with_default(
-            hanul_shared::media::MEDIA_BASE_URL_VAR,
-            local_base_url(args.addr),
-        )
+        .with_default(hanul_shared::media::MEDIA_BASE_URL_VAR, public.clone())
         .with_default(
             hanul_shared::platform::MEDIA_UPLOAD_KEY_VAR,
             kept_secret(&args.data_dir, "media-upload-key")?,
@@ -461,6 +524,14 @@ pub async fn serve(args: Args) -> Result<(), StartError> {
             addr = %args.addr,
             "DEVELOPMENT ENDPOINTS ARE ON on a non-loopback address: anyone who reaches {} can mint a token for any user (/local/v1/token) and read every message sent (/local/v1/outbox). Turn them off unless this network is yours alone.",
             args.addr
+        );
+    }
+    if !loopback && args.public_url.is_none() {
+        tracing::warn!(
+            addr = %args.addr,
+            public = %public,
+            "no --public-url: short links, media and the web client will name {public}, which other machines cannot reach. Set --public-url to the address people use (e.g. http://192.168.1.20:{})",
+            args.addr.port()
         );
     }
     if !loopback && tls.is_none() && proxies.0.is_empty() {
@@ -498,6 +569,14 @@ pub async fn serve(args: Args) -> Result<(), StartError> {
             dev_endpoints,
             plain_exposed: !loopback && tls.is_none(),
             proxies,
+            web: web_settings(
+                &public,
+                platform
+                    .setting(hanul_shared::media::MEDIA_BASE_URL_VAR)
+                    .as_deref(),
+                loopback || args.public_url.is_some(),
+                &crate::web::WebClient::new().version,
+            ),
         },
     )
     .await?;

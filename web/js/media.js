@@ -1,0 +1,90 @@
+// Images and video: ask for a presigned upload, send the bytes straight to
+// storage with a progress bar, then wait while the media worker checks and
+// resizes them. Shared by the post composer and the avatar picker.
+
+import { api, upload } from "./api.js";
+import { h } from "./ui.js";
+
+export const IMAGE_TYPES = ["image/jpeg", "image/png", "image/webp", "image/gif"];
+export const VIDEO_TYPES = ["video/mp4", "video/webm"];
+const MB = 1024 * 1024;
+const LIMITS = { image: 10 * MB, video: 200 * MB };
+
+/** A plain-words reason a file cannot be sent, or null. */
+export function refuse(file, { imagesOnly = false } = {}) {
+  const kind = IMAGE_TYPES.includes(file.type) ? "image" : VIDEO_TYPES.includes(file.type) ? "video" : null;
+  if (!kind || (imagesOnly && kind !== "image")) {
+    return `${file.name}: ${imagesOnly ? "choose a JPEG, PNG, WebP or GIF image" : "choose a JPEG, PNG, WebP or GIF image, or an MP4 or WebM video"}.`;
+  }
+  if (file.size === 0) return `${file.name} is empty.`;
+  if (file.size > LIMITS[kind]) return `${file.name} is larger than ${LIMITS[kind] / MB} MB.`;
+  return null;
+}
+
+/**
+ * One file on its way: `el` shows its progress and state; `ready` resolves
+ * with the media (state "ready") or rejects with the reason in words.
+ */
+export function send(file) {
+  const bar = h("progress", { max: 1, value: 0, "aria-label": `Uploading ${file.name}` });
+  const state = h("span", { class: "hint" }, "Uploading…");
+  const preview = file.type.startsWith("image/")
+    ? h("img", { src: URL.createObjectURL(file), alt: "", class: "thumb" })
+    : h("span", { class: "thumb video-thumb", "aria-hidden": "true" }, "▶");
+  const el = h("li", { class: "attachment" }, preview, h("div", {}, h("span", { class: "name" }, file.name), bar, state));
+  const ready = (async () => {
+    const target = await api("POST", "/api/v1/me/media", { body: { contentType: file.type, size: file.size } });
+    await upload(target, file, (f) => {
+      bar.value = f;
+      state.textContent = `Uploading… ${Math.round(f * 100)}%`;
+    });
+    state.textContent = "Checking…";
+    bar.removeAttribute("value");
+    const media = await waitReady(target.mediaId);
+    bar.value = 1;
+    state.textContent = media.kind === "image" ? `Ready (${media.width}×${media.height})` : "Ready";
+    el.dataset.state = "ready";
+    return media;
+  })();
+  ready.catch((error) => {
+    el.dataset.state = "failed";
+    bar.remove();
+    state.textContent = error.message;
+    state.classList.add("error");
+  });
+  return { el, ready };
+}
+
+/** Polls the media until the worker has decided; a minute and a half at most for images, ten for video. */
+async function waitReady(mediaId) {
+  const started = Date.now();
+  for (let wait = 300; ; wait = Math.min(wait * 1.5, 3000)) {
+    const media = await api("GET", `/api/v1/me/media/${encodeURIComponent(mediaId)}`);
+    if (media.state === "ready") return media;
+    if (media.state === "rejected") {
+      throw Object.assign(new Error(`Not accepted: ${media.reason || "the file is not what it says it is"}.`), { name: "ApiError" });
+    }
+    if (Date.now() - started > 10 * 60_000) throw new Error("Checking the file takes too long; try again later.");
+    await new Promise((r) => setTimeout(r, wait));
+  }
+}
+
+/** How a post's or message's media shows: images at the size that fits, videos with controls. */
+export function view(media) {
+  if (media.kind === "video") {
+    return h("video", { src: media.url, controls: true, preload: "metadata", playsinline: true, class: "media" });
+  }
+  const renditions = (media.renditions || []).filter((r) => r.width);
+  const srcset = renditions.map((r) => `${r.url} ${r.width}w`).join(", ");
+  return h("img", {
+    src: media.url,
+    srcset: srcset || undefined,
+    sizes: "(max-width: 640px) 100vw, 600px",
+    width: media.width,
+    height: media.height,
+    alt: "",
+    loading: "lazy",
+    decoding: "async",
+    class: "media",
+  });
+}
