@@ -214,7 +214,22 @@ async fn dev_endpoints_are_loopback_only_unless_turned_on(backend: Backend) {
             .status(),
         200
     );
+    // Forwarded by a proxy on this machine: not for the network behind it.
+    let r = c
+        .post(host.url("/local/v1/token"))
+        .header("x-forwarded-for", "198.51.100.7")
+        .json(&json!({"userId": "nina"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 404).await, "not_found");
     drop(host);
+    // Behind a named proxy, a loopback host is exposed: off.
+    let proxied =
+        LocalHost::start_bound(backend, "127.0.0.1", &["--trusted-proxy", "127.0.0.1"], &[]);
+    let r = c.get(proxied.url("/local/v1/outbox")).send().await.unwrap();
+    assert_eq!(error_code(r, 404).await, "not_found");
+    drop(proxied);
 
     // On every address: not there at all, while accounts still work.
     let exposed = LocalHost::start_bound(backend, "0.0.0.0", &[], &[]);
@@ -343,7 +358,41 @@ async fn the_host_serves_https_with_a_certificate(backend: Backend) {
     assert!(bad.contains("expected an IP address"), "{bad}");
 }
 
+/// A chat socket lives no longer than its session: signed out elsewhere,
+/// it is told and closed.
+async fn a_signed_out_session_loses_its_sockets(backend: Backend) {
+    use futures_util::StreamExt;
+    let host = LocalHost::start(backend);
+    let session = sign_up(&host, "sol").await;
+    let url = host
+        .url(&format!(
+            "/ws?token={}",
+            session["accessToken"].as_str().unwrap()
+        ))
+        .replace("http://", "ws://");
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let r = client()
+        .post(host.url("/local/v1/sessions/sign-out"))
+        .json(&json!({"refreshToken": session["refreshToken"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        let mut told = false;
+        while let Some(Ok(message)) = socket.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+                told |= text.contains("session_ended");
+            }
+        }
+        told
+    })
+    .await;
+    assert_eq!(ended, Ok(true), "told, then closed, within the recheck");
+}
+
 hanul_e2e::on_both_backends!(
+    a_signed_out_session_loses_its_sockets,
     accounts_sign_up_in_refresh_out_and_change_password,
     wrong_and_unknown_answer_alike_and_bursts_are_limited,
     dev_endpoints_are_loopback_only_unless_turned_on,

@@ -175,6 +175,13 @@ export class ChatSocket extends EventTarget {
         break;
       }
       case "error": {
+        if (frame.code === "session_ended") {
+          // This socket's session ended (signed out, or the password changed
+          // here or elsewhere). A refresh tells which: this tab's newer
+          // session reconnects; an ended one signs out.
+          auth.refresh().then((ok) => { if (!ok) auth.expired(); }, () => {});
+          break;
+        }
         const p = frame.clientMessageId && this.pending.get(frame.clientMessageId);
         if (p) {
           this.pending.delete(frame.clientMessageId);

@@ -307,12 +307,35 @@ async fn issue_token(
     ))
 }
 
+/// Whether `/local/v1/token` and `/local/v1/outbox` answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevEndpoints {
+    Off,
+    /// On a loopback host: to requests no proxy forwarded.
+    Loopback,
+    /// Turned on by the operator (`--dev-endpoints`): to anyone.
+    On,
+}
+
+/// A development endpoint on a loopback host answers only what no proxy
+/// forwarded: a reverse proxy on the same machine (nginx, Caddy) would
+/// otherwise hand them to the whole network. Such requests get the 404 of
+/// an unknown path.
+async fn not_forwarded(request: Request, next: Next) -> Response {
+    let forwarded = ["x-forwarded-for", "forwarded", "x-real-ip"]
+        .iter()
+        .any(|h| request.headers().contains_key(*h));
+    if forwarded {
+        return hanul_shared::http::not_found().await.into_response();
+    }
+    next.run(request).await
+}
+
 /// What the host serves besides the functions.
 pub struct HostRoutes {
     pub accounts: Arc<Accounts>,
     pub outbox: Arc<Outbox>,
-    /// `/local/v1/token` and `/local/v1/outbox`.
-    pub dev_endpoints: bool,
+    pub dev_endpoints: DevEndpoints,
     pub proxies: Arc<TrustedProxies>,
     /// Reached beyond loopback with no TLS of its own: watch for requests
     /// that did not come through a trusted proxy's HTTPS.
@@ -365,7 +388,7 @@ pub async fn app(platform: Arc<Platform>, host: HostRoutes) -> Result<Router, St
     // Before any function is built: chat posts to these sockets and checks
     // `$connect` tokens (and their sessions) as the gateway does.
     platform.set_token_verifier(accounts.clone())?;
-    let sockets = crate::sockets::router(&platform).await?;
+    let sockets = crate::sockets::router(&platform, Some(accounts.clone())).await?;
     let media = crate::media::router(&platform).await?;
     let mut functions = Router::new();
     let mut auth: HashMap<&'static str, Vec<(Method, Auth)>> = HashMap::new();
@@ -386,13 +409,19 @@ pub async fn app(platform: Arc<Platform>, host: HostRoutes) -> Result<Router, St
     let functions = functions.route_layer(middleware::from_fn_with_state(gw.clone(), gateway));
     let mut local = crate::accounts::router(accounts, proxies.clone());
     // Off, these paths are simply unknown: 404 like any other.
-    if dev_endpoints {
-        local = local
+    if dev_endpoints != DevEndpoints::Off {
+        let dev = Router::new()
             .route("/local/v1/token", post(issue_token).with_state(gw))
             .route(
                 "/local/v1/outbox",
                 axum::routing::get(list_outbox).with_state(outbox),
             );
+        let dev = if dev_endpoints == DevEndpoints::Loopback {
+            dev.route_layer(middleware::from_fn(not_forwarded))
+        } else {
+            dev
+        };
+        local = local.merge(dev);
     }
     let body_limit = http::body_limit_from_env().map_err(StartError::Invalid)?;
     let mut all = functions.merge(local).merge(sockets);
@@ -518,7 +547,14 @@ pub async fn serve(args: Args) -> Result<(), StartError> {
         _ => None,
     };
     let loopback = args.addr.ip().is_loopback();
-    let dev_endpoints = loopback || args.dev_endpoints;
+    // Behind a reverse proxy a loopback host is reached from anywhere.
+    let dev_endpoints = if args.dev_endpoints {
+        DevEndpoints::On
+    } else if loopback && proxies.0.is_empty() {
+        DevEndpoints::Loopback
+    } else {
+        DevEndpoints::Off
+    };
     if args.dev_endpoints && !loopback {
         tracing::warn!(
             addr = %args.addr,
@@ -653,7 +689,7 @@ pub async fn serve(args: Args) -> Result<(), StartError> {
         addr = %local,
         backend = platform.backend_name(),
         data_dir = %args.data_dir.display(),
-        dev_endpoints,
+        dev_endpoints = ?dev_endpoints,
         "hanul-local listening on {scheme}://{local}"
     );
     let service = app.into_make_service_with_connect_info::<SocketAddr>();

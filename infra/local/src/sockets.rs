@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -23,6 +24,8 @@ use hanul_shared::http::ApiError;
 use hanul_shared::platform::{ConfigError, Platform};
 use hanul_shared::ports::Connections;
 
+use crate::accounts::Accounts;
+
 /// Sockets open at once (`CHAT_MAX_CONNECTIONS`); each holds a file
 /// descriptor and a few KB.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
@@ -35,11 +38,20 @@ struct HubInner {
     routes: HashMap<&'static str, SocketHandler>,
     open: AtomicUsize,
     max: usize,
+    /// Checks that a socket's session is still signed in.
+    accounts: Option<Arc<Accounts>>,
 }
+
+/// How often an open socket's session is checked again: a sign-out or a
+/// password change closes the user's sockets within this.
+const SESSION_RECHECK: Duration = Duration::from_secs(10);
 
 /// The `/ws` router over the platform's socket functions; the platform
 /// posts to these sockets from then on.
-pub async fn router(platform: &Arc<Platform>) -> Result<Router, ConfigError> {
+pub async fn router(
+    platform: &Arc<Platform>,
+    accounts: Option<Arc<Accounts>>,
+) -> Result<Router, ConfigError> {
     let sockets = LocalSockets::new();
     platform.set_connections(sockets.clone() as Arc<dyn Connections>)?;
     let mut routes = HashMap::new();
@@ -63,6 +75,7 @@ pub async fn router(platform: &Arc<Platform>) -> Result<Router, ConfigError> {
         routes,
         open: AtomicUsize::new(0),
         max,
+        accounts,
     }));
     Ok(Router::new().route("/ws", get(upgrade)).with_state(hub))
 }
@@ -109,13 +122,23 @@ async fn upgrade(
                 .into_response();
         }
     };
+    // An account's token names its session; a development token has none.
+    let session = match (&hub.0.accounts, query.get("token")) {
+        (Some(accounts), Some(token)) => accounts
+            .tokens()
+            .verify(token)
+            .ok()
+            .and_then(|claims| claims.get("sid").cloned())
+            .map(|sid| (accounts.clone(), sid)),
+        _ => None,
+    };
     hub.0.open.fetch_add(1, Ordering::Relaxed);
     // tungstenite reads into a 128 KiB buffer by default: most of an idle
     // socket's memory. Frames are at most 32 KiB, so 8 KiB reads suffice.
     ws.max_message_size(4 * MAX_INCOMING_FRAME)
         .read_buffer_size(8 * 1024)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| serve(hub, socket, connection_id, user, outgoing))
+        .on_upgrade(move |socket| serve(hub, socket, connection_id, user, session, outgoing))
 }
 
 async fn serve(
@@ -123,10 +146,11 @@ async fn serve(
     socket: WebSocket,
     connection_id: String,
     user: String,
+    session: Option<(Arc<Accounts>, String)>,
     mut outgoing: tokio::sync::mpsc::Receiver<SocketFrame>,
 ) {
     let (mut sink, mut stream) = socket.split();
-    let writer = tokio::spawn(async move {
+    let mut writer = tokio::spawn(async move {
         while let Some(frame) = outgoing.recv().await {
             let message = match frame {
                 SocketFrame::Text(text) => Message::Text(text.into()),
@@ -140,7 +164,29 @@ async fn serve(
             }
         }
     });
-    while let Some(Ok(message)) = stream.next().await {
+    let mut recheck = tokio::time::interval(SESSION_RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    recheck.tick().await;
+    loop {
+        let message = tokio::select! {
+            message = stream.next() => message,
+            _ = recheck.tick(), if session.is_some() => {
+                if let Some((accounts, sid)) = &session
+                    && matches!(accounts.session_is_live(&user, sid).await, Ok(false))
+                {
+                    let frame = error_frame("session_ended", "signed out: sign in again", None, None);
+                    let _ = hub.0.sockets.post(&connection_id, &frame).await;
+                    let _ = hub.0.sockets.close(&connection_id).await;
+                    // Let the writer send both before the socket goes.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer).await;
+                    break;
+                }
+                continue;
+            }
+        };
+        let Some(Ok(message)) = message else {
+            break;
+        };
         let text = match message {
             Message::Text(text) => text.to_string(),
             Message::Binary(_) => {

@@ -149,6 +149,15 @@ pub fn check_password(password: &str, user_name: &str) -> Result<(), AccountErro
     Ok(())
 }
 
+/// `check_password` on the blocking pool, as the hashing is: the strength
+/// estimate is CPU work that must not hold an async worker.
+async fn check_password_off_thread(password: &str, user_name: &str) -> Result<(), AccountError> {
+    let (password, user_name) = (password.to_owned(), user_name.to_owned());
+    tokio::task::spawn_blocking(move || check_password(&password, &user_name))
+        .await
+        .map_err(|e| AccountError::Unavailable(format!("the password check failed: {e}")))?
+}
+
 fn hasher() -> Argon2<'static> {
     // argon2id, m = 19 MiB, t = 2, p = 1 (the OWASP recommendation).
     Argon2::default()
@@ -327,8 +336,10 @@ impl Accounts {
         address: &str,
     ) -> Result<Session, AccountError> {
         let user_id = user_id_of(user_name)?;
-        check_password(password, user_name)?;
+        // Charged before the strength check: zxcvbn costs milliseconds of
+        // CPU, and anyone may call this.
         self.charge(SIGN_UP_ADDRESS_SCOPE, address).await?;
+        check_password_off_thread(password, user_name).await?;
         let hash = hash_password(password.to_owned()).await?;
         let mut item = account_key(&user_id).to_item();
         item.insert("userName".into(), s(user_name));
@@ -475,7 +486,7 @@ impl Accounts {
         {
             return Err(AccountError::InvalidCredentials);
         }
-        check_password(new, &shown)?;
+        check_password_off_thread(new, &shown).await?;
         let next = hash_password(new.to_owned()).await?;
         let update = Update::new()
             .set("hash", s(next))
