@@ -202,6 +202,26 @@ async fn images_and_video_end_ready_with_renditions_and_no_gps(backend: Backend)
     let (content_type, bytes, _) = fetch(mp4["url"].as_str().unwrap()).await;
     assert_eq!(content_type, "video/mp4");
     assert_eq!(bytes, video);
+    // Players seek by byte ranges.
+    let r = client()
+        .get(mp4["url"].as_str().unwrap())
+        .header("range", "bytes=8-15")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes 8-15/{}", video.len()).as_str()
+    );
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &video[8..16]);
+    let r = client()
+        .get(mp4["url"].as_str().unwrap())
+        .header("range", format!("bytes={}-", video.len()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416);
 
     // Someone else's media is not there for them.
     let omar = token(&host, "omar").await;

@@ -154,26 +154,111 @@ async fn upload(
     Ok(StatusCode::OK)
 }
 
-/// `GET /media/{key}`: immutable renditions, cached for a year.
-async fn serve(State(store): State<Served>, Path(rest): Path<String>) -> Response {
-    let key = format!("media/{rest}");
-    let found = match &store {
-        Served::Files(files) => files.open_object(&key).await,
-        Served::Store(store) => match store.head(&key).await {
-            Ok(Some(head)) => store.read(&key).await.map(|bytes| {
-                Some((
-                    bytes,
-                    head.content_type
-                        .unwrap_or_else(|| "application/octet-stream".into()),
-                ))
-            }),
-            Ok(None) => Ok(None),
-            Err(e) => Err(e),
-        },
+/// A `Range` header against an object of `length` bytes: `None` for the
+/// whole object, `Some(Ok((first, last)))` for one satisfiable range,
+/// `Some(Err(()))` for an unsatisfiable one (416). Only single ranges are
+/// honoured, as browsers ask for video; several ranges get the whole.
+pub fn byte_range(header: Option<&str>, length: u64) -> Option<Result<(u64, u64), ()>> {
+    let spec = header?.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (start, end) = spec.split_once('-')?;
+    let (start, end) = (start.trim(), end.trim());
+    let range = if start.is_empty() {
+        // The last `n` bytes.
+        let n: u64 = end.parse().ok()?;
+        if n == 0 || length == 0 {
+            return Some(Err(()));
+        }
+        (length.saturating_sub(n), length - 1)
+    } else {
+        let first: u64 = start.parse().ok()?;
+        let last = if end.is_empty() {
+            length.saturating_sub(1)
+        } else {
+            end.parse::<u64>().ok()?.min(length.saturating_sub(1))
+        };
+        if first >= length || last < first {
+            return Some(Err(()));
+        }
+        (first, last)
     };
+    Some(Ok(range))
+}
+
+/// `GET /media/{key}`: immutable renditions, cached for a year, streamed
+/// from disk, with single byte ranges (video seeking; Safari asks for
+/// ranges before it plays at all).
+async fn serve(
+    State(store): State<Served>,
+    Path(rest): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let key = format!("media/{rest}");
+    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let found: Result<Option<(Body, u64, Option<(u64, u64)>, String)>, MediaStoreError> =
+        match &store {
+            Served::Files(files) => match files.open_object(&key).await {
+                Ok(Some((mut file, length, content_type))) => {
+                    match byte_range(range_header, length) {
+                        Some(Err(())) => return unsatisfiable(length),
+                        Some(Ok((first, last))) => {
+                            match file.seek(std::io::SeekFrom::Start(first)).await {
+                                Ok(_) => {
+                                    let stream = tokio_util::io::ReaderStream::new(
+                                        file.take(last - first + 1),
+                                    );
+                                    Ok(Some((
+                                        Body::from_stream(stream),
+                                        length,
+                                        Some((first, last)),
+                                        content_type,
+                                    )))
+                                }
+                                Err(e) => Err(MediaStoreError::Unavailable(e.to_string())),
+                            }
+                        }
+                        None => Ok(Some((
+                            Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+                            length,
+                            None,
+                            content_type,
+                        ))),
+                    }
+                }
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            },
+            // moto's S3 behind `--backend aws`: a test path, read whole.
+            Served::Store(store) => match store.head(&key).await {
+                Ok(Some(head)) => match store.read(&key).await {
+                    Ok(bytes) => {
+                        let length = bytes.len() as u64;
+                        let content_type = head
+                            .content_type
+                            .unwrap_or_else(|| "application/octet-stream".into());
+                        match byte_range(range_header, length) {
+                            Some(Err(())) => return unsatisfiable(length),
+                            Some(Ok((first, last))) => Ok(Some((
+                                Body::from(bytes[first as usize..=last as usize].to_vec()),
+                                length,
+                                Some((first, last)),
+                                content_type,
+                            ))),
+                            None => Ok(Some((Body::from(bytes), length, None, content_type))),
+                        }
+                    }
+                    Err(e) => Err(e),
+                },
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            },
+        };
     match found {
-        Ok(Some((bytes, content_type))) => {
-            let mut response = Body::from(bytes).into_response();
+        Ok(Some((body, length, range, content_type))) => {
+            let mut response = body.into_response();
             let headers = response.headers_mut();
             if let Ok(v) = HeaderValue::from_str(&content_type) {
                 headers.insert(header::CONTENT_TYPE, v);
@@ -186,12 +271,65 @@ async fn serve(State(store): State<Served>, Path(rest): Path<String>) -> Respons
                 header::X_CONTENT_TYPE_OPTIONS,
                 HeaderValue::from_static("nosniff"),
             );
+            headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            let sent = match range {
+                Some((first, last)) => {
+                    *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+                    if let Ok(v) = HeaderValue::from_str(&format!("bytes {first}-{last}/{length}"))
+                    {
+                        response.headers_mut().insert(header::CONTENT_RANGE, v);
+                    }
+                    last - first + 1
+                }
+                None => length,
+            };
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(sent));
             response
         }
         Ok(None) | Err(MediaStoreError::Invalid(_)) | Err(MediaStoreError::NotFound(_)) => {
             ApiError::not_found("no such media").into_response()
         }
         Err(e) => unavailable(e).into_response(),
+    }
+}
+
+fn unsatisfiable(length: u64) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "range_not_satisfiable",
+        format!("the object has {length} bytes"),
+    )
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{length}")) {
+        response.headers_mut().insert(header::CONTENT_RANGE, v);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::byte_range;
+
+    #[test]
+    fn ranges_are_read_as_browsers_send_them() {
+        assert_eq!(byte_range(None, 100), None);
+        assert_eq!(byte_range(Some("bytes=0-"), 100), Some(Ok((0, 99))));
+        assert_eq!(byte_range(Some("bytes=10-19"), 100), Some(Ok((10, 19))));
+        assert_eq!(byte_range(Some("bytes=90-500"), 100), Some(Ok((90, 99))));
+        assert_eq!(byte_range(Some("bytes=-10"), 100), Some(Ok((90, 99))));
+        assert_eq!(byte_range(Some("bytes=-500"), 100), Some(Ok((0, 99))));
+        assert_eq!(byte_range(Some("bytes=100-"), 100), Some(Err(())));
+        assert_eq!(byte_range(Some("bytes=20-10"), 100), Some(Err(())));
+        assert_eq!(byte_range(Some("bytes=-0"), 100), Some(Err(())));
+        assert_eq!(
+            byte_range(Some("bytes=0-1,5-6"), 100),
+            None,
+            "several: the whole"
+        );
+        assert_eq!(byte_range(Some("items=0-1"), 100), None);
+        assert_eq!(byte_range(Some("bytes=x-1"), 100), None);
     }
 }
 

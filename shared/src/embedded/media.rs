@@ -123,13 +123,18 @@ impl FileMediaStore {
         content_type: &str,
     ) -> Result<(), MediaStoreError> {
         let path = self.path(key)?;
-        if let Some(dir) = path.parent() {
-            super::private_dir(dir).map_err(unavailable)?;
-        }
-        tokio::fs::write(Self::type_path(&path), content_type.as_bytes())
-            .await
-            .map_err(unavailable)?;
-        tokio::fs::rename(temp, &path).await.map_err(unavailable)
+        let (temp, content_type) = (temp.to_owned(), content_type.to_owned());
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let dir = path.parent().unwrap_or(&root);
+            super::private_dir(dir)?;
+            write_durably(&Self::type_path(&path), content_type.as_bytes())?;
+            std::fs::rename(&temp, &path)?;
+            sync_dir(dir)
+        })
+        .await
+        .map_err(|e| MediaStoreError::Unavailable(e.to_string()))?
+        .map_err(unavailable)
     }
 
     async fn write(
@@ -155,32 +160,55 @@ impl FileMediaStore {
             let mut file = options.open(&temp)?;
             file.write_all(&bytes)?;
             file.sync_all()?;
-            std::fs::write(&type_path, content_type.as_bytes())?;
+            write_durably(&type_path, content_type.as_bytes())?;
             std::fs::rename(&temp, &path)?;
-            Ok(())
+            sync_dir(dir)
         })
         .await
         .map_err(|e| MediaStoreError::Unavailable(e.to_string()))?
         .map_err(unavailable)
     }
 
-    /// The object and its content type, for `GET /media/...`.
+    /// The object opened for reading (streamed, never held whole), its
+    /// length and content type, for `GET /media/...`.
     pub async fn open_object(
         &self,
         key: &str,
-    ) -> Result<Option<(Vec<u8>, String)>, MediaStoreError> {
+    ) -> Result<Option<(tokio::fs::File, u64, String)>, MediaStoreError> {
         let path = self.path(key)?;
-        match tokio::fs::read(&path).await {
-            Ok(bytes) => {
+        match tokio::fs::File::open(&path).await {
+            Ok(file) => {
+                let length = file.metadata().await.map_err(unavailable)?.len();
                 let content_type = tokio::fs::read_to_string(Self::type_path(&path))
                     .await
                     .unwrap_or_else(|_| "application/octet-stream".into());
-                Ok(Some((bytes, content_type)))
+                Ok(Some((file, length, content_type)))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(unavailable(e)),
         }
     }
+}
+
+/// Writes a small file owner-only and on disk before returning.
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Makes a rename in `dir` durable (the directory entry itself).
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 #[async_trait]
@@ -274,14 +302,47 @@ impl MediaStore for FileMediaStore {
         self.write(key, content_type, &bytes).await
     }
 
+    /// A file copy, never in memory (a video is up to 200 MB), made
+    /// durable before it takes its name.
     async fn copy_immutable(
         &self,
         from: &str,
         to: &str,
         content_type: &str,
     ) -> Result<(), MediaStoreError> {
-        let bytes = self.read(from).await?;
-        self.write(to, content_type, &bytes).await
+        let (source, path) = (self.path(from)?, self.path(to)?);
+        let (content_type, root, from) =
+            (content_type.to_owned(), self.root.clone(), from.to_owned());
+        tokio::task::spawn_blocking(move || -> Result<(), MediaStoreError> {
+            let dir = path.parent().unwrap_or(&root);
+            super::private_dir(dir).map_err(unavailable)?;
+            let temp = dir.join(format!(".{}.part", uuid::Uuid::new_v4().simple()));
+            let mut input = std::fs::File::open(&source).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    MediaStoreError::NotFound(from.clone())
+                } else {
+                    unavailable(e)
+                }
+            })?;
+            let copied = (|| -> std::io::Result<()> {
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                let mut output = options.open(&temp)?;
+                std::io::copy(&mut input, &mut output)?;
+                output.sync_all()?;
+                write_durably(&Self::type_path(&path), content_type.as_bytes())?;
+                std::fs::rename(&temp, &path)?;
+                sync_dir(dir)
+            })();
+            if copied.is_err() {
+                let _ = std::fs::remove_file(&temp);
+            }
+            copied.map_err(unavailable)
+        })
+        .await
+        .map_err(|e| MediaStoreError::Unavailable(e.to_string()))?
     }
 
     async fn delete(&self, key: &str) -> Result<(), MediaStoreError> {
