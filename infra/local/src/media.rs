@@ -187,6 +187,10 @@ pub fn byte_range(header: Option<&str>, length: u64) -> Option<Result<(u64, u64)
     Some(Ok(range))
 }
 
+/// What `GET /media/...` sends: the body, the object's length, the range
+/// sent (if one) and the content type.
+type Found = (Body, u64, Option<(u64, u64)>, String);
+
 /// `GET /media/{key}`: immutable renditions, cached for a year, streamed
 /// from disk, with single byte ranges (video seeking; Safari asks for
 /// ranges before it plays at all).
@@ -198,64 +202,57 @@ async fn serve(
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let key = format!("media/{rest}");
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    let found: Result<Option<(Body, u64, Option<(u64, u64)>, String)>, MediaStoreError> =
-        match &store {
-            Served::Files(files) => match files.open_object(&key).await {
-                Ok(Some((mut file, length, content_type))) => {
+    let found: Result<Option<Found>, MediaStoreError> = match &store {
+        Served::Files(files) => match files.open_object(&key).await {
+            Ok(Some((mut file, length, content_type))) => match byte_range(range_header, length) {
+                Some(Err(())) => return unsatisfiable(length),
+                Some(Ok((first, last))) => match file.seek(std::io::SeekFrom::Start(first)).await {
+                    Ok(_) => {
+                        let stream = tokio_util::io::ReaderStream::new(file.take(last - first + 1));
+                        Ok(Some((
+                            Body::from_stream(stream),
+                            length,
+                            Some((first, last)),
+                            content_type,
+                        )))
+                    }
+                    Err(e) => Err(MediaStoreError::Unavailable(e.to_string())),
+                },
+                None => Ok(Some((
+                    Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+                    length,
+                    None,
+                    content_type,
+                ))),
+            },
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        },
+        // moto's S3 behind `--backend aws`: a test path, read whole.
+        Served::Store(store) => match store.head(&key).await {
+            Ok(Some(head)) => match store.read(&key).await {
+                Ok(bytes) => {
+                    let length = bytes.len() as u64;
+                    let content_type = head
+                        .content_type
+                        .unwrap_or_else(|| "application/octet-stream".into());
                     match byte_range(range_header, length) {
                         Some(Err(())) => return unsatisfiable(length),
-                        Some(Ok((first, last))) => {
-                            match file.seek(std::io::SeekFrom::Start(first)).await {
-                                Ok(_) => {
-                                    let stream = tokio_util::io::ReaderStream::new(
-                                        file.take(last - first + 1),
-                                    );
-                                    Ok(Some((
-                                        Body::from_stream(stream),
-                                        length,
-                                        Some((first, last)),
-                                        content_type,
-                                    )))
-                                }
-                                Err(e) => Err(MediaStoreError::Unavailable(e.to_string())),
-                            }
-                        }
-                        None => Ok(Some((
-                            Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+                        Some(Ok((first, last))) => Ok(Some((
+                            Body::from(bytes[first as usize..=last as usize].to_vec()),
                             length,
-                            None,
+                            Some((first, last)),
                             content_type,
                         ))),
+                        None => Ok(Some((Body::from(bytes), length, None, content_type))),
                     }
                 }
-                Ok(None) => Ok(None),
                 Err(e) => Err(e),
             },
-            // moto's S3 behind `--backend aws`: a test path, read whole.
-            Served::Store(store) => match store.head(&key).await {
-                Ok(Some(head)) => match store.read(&key).await {
-                    Ok(bytes) => {
-                        let length = bytes.len() as u64;
-                        let content_type = head
-                            .content_type
-                            .unwrap_or_else(|| "application/octet-stream".into());
-                        match byte_range(range_header, length) {
-                            Some(Err(())) => return unsatisfiable(length),
-                            Some(Ok((first, last))) => Ok(Some((
-                                Body::from(bytes[first as usize..=last as usize].to_vec()),
-                                length,
-                                Some((first, last)),
-                                content_type,
-                            ))),
-                            None => Ok(Some((Body::from(bytes), length, None, content_type))),
-                        }
-                    }
-                    Err(e) => Err(e),
-                },
-                Ok(None) => Ok(None),
-                Err(e) => Err(e),
-            },
-        };
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        },
+    };
     match found {
         Ok(Some((body, length, range, content_type))) => {
             let mut response = body.into_response();
