@@ -53,9 +53,11 @@ async fn get_media(
     Ok(Json(service.get(&caller.user_id, &id).await?))
 }
 
-/// A standard queue: uploads are independent, checked concurrently; one
-/// that fails on a store error is reported alone and retried, a bad
-/// message body is dropped with a warning (retrying cannot fix it).
+/// A standard queue: uploads are independent. On AWS a batch is one upload
+/// (BatchSize 1: one decode bounds the memory); a bigger batch locally is
+/// checked concurrently, images decoded one at a time. One that fails on a
+/// store error is reported alone and retried, a bad message body is
+/// dropped with a warning (retrying cannot fix it).
 pub const PROCESS_WORKER: Worker = Worker {
     name: "media-process",
     queue: |platform| Ok(platform.media_queue_spec()),

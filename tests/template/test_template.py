@@ -21,6 +21,9 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -323,12 +326,14 @@ MEDIA_ACTIONS: dict[str, set[str]] = {
 MEDIA_S3: dict[str, list[tuple[set[str], Any]]] = {
     # It presigns uploads: PutObject under uploads/ only.
     "MediaCreateFunction": [({"s3:PutObject"}, MEDIA_UPLOADS)],
-    # Reads and deletes the upload; writes, tags and reads renditions.
+    # Heads, reads, copies from and deletes the upload (shared/src/media/
+    # service.rs `process`, through shared/src/aws/s3.rs); only writes
+    # renditions (puts, and a video's copy), never reads or tags them.
     "MediaProcessFunction": [
         ({"s3:GetObject", "s3:DeleteObject"}, MEDIA_UPLOADS),
         # So a missing key's head is 404, not 403 (listing only uploads/).
         ({"s3:ListBucket"}, {"Fn::Sub": "arn:${AWS::Partition}:s3:::${MediaBucket}"}),
-        ({"s3:PutObject", "s3:PutObjectTagging", "s3:GetObject"}, MEDIA_RENDITIONS),
+        ({"s3:PutObject"}, MEDIA_RENDITIONS),
     ],
 }
 # The feed functions that attach media (posts, avatars): they make media URLs.
@@ -674,6 +679,9 @@ EXPECTED_OUTPUTS = {
     "ConnectionsTableName",
     "ChatSocketUrl",
     "MediaBucketName",
+    "DistributionId",
+    "WebBucketName",
+    "WebUrl",
 }
 
 OPENAPI_METHODS = {"get", "put", "post", "delete", "options", "head", "patch"}
@@ -1154,8 +1162,8 @@ def test_the_code_key_reaches_only_the_creating_functions(cfn):
 def test_cloudfront_fronts_the_api_and_honours_its_cache_control(cfn):
     config = _distribution_config(cfn)
     origins = _origins(config)
-    # The API, and the media bucket (for /media/* only).
-    assert set(origins) == {"api", "media"}
+    # The API, the media bucket (for /media/* only), the web client's bucket.
+    assert set(origins) == {"api", "media", "web"}
     origin = origins["api"]
     assert origin["DomainName"] == {"Fn::Sub": "${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}"}
     behavior = config["DefaultCacheBehavior"]
@@ -1164,7 +1172,10 @@ def test_cloudfront_fronts_the_api_and_honours_its_cache_control(cfn):
     assert set(behavior["AllowedMethods"]) == {"GET", "HEAD"}
     policies = _resources_of(cfn, "AWS::CloudFront::CachePolicy")
     behaviors = _behaviors(config)
-    assert set(behaviors) == {"/api/v1/urls/*/qr", "/media/*"}
+    # Besides QR codes, media and the web client, every behaviour is the
+    # API's, for the web client's calls (see the API-call tests below).
+    others = {p for p, b in behaviors.items() if b["CachePolicyId"] != {"Ref": "ApiPassThroughCachePolicy"}}
+    assert others == {"/api/v1/urls/*/qr", "/media/*", "/app", "/app/*"}
     qr = behaviors["/api/v1/urls/*/qr"]
     assert qr["TargetOriginId"] == "api"
     for b, queries in ((behavior, {"QueryStringBehavior": "none"}),
@@ -1192,22 +1203,30 @@ def test_cloudfront_proves_itself_and_forwards_the_viewer_address(cfn):
     for origin_id, origin in origins.items():
         if origin_id != "api":
             assert "OriginCustomHeaders" not in origin, origin_id
-    (policy_id,) = _resources_of(cfn, "AWS::CloudFront::OriginRequestPolicy")
+    policy_ids = set(_resources_of(cfn, "AWS::CloudFront::OriginRequestPolicy"))
+    # Redirects and QR codes; the web client's API calls.
+    assert policy_ids == {"ApiOriginRequestPolicy", "ApiCallsOriginRequestPolicy"}
+    used = set()
     for behavior in [config["DefaultCacheBehavior"], *config["CacheBehaviors"]]:
         if behavior["TargetOriginId"] == "api":
-            assert behavior["OriginRequestPolicyId"] == {"Ref": policy_id}, behavior.get("PathPattern")
+            ref = behavior["OriginRequestPolicyId"]["Ref"]
+            assert ref in policy_ids, behavior.get("PathPattern")
+            used.add(ref)
         else:
             # S3 needs no viewer header, cookie or query string.
             assert "OriginRequestPolicyId" not in behavior, behavior.get("PathPattern")
-    policy = cfn["Resources"][policy_id]["Properties"]["OriginRequestPolicyConfig"]
-    headers = policy["HeadersConfig"]
-    assert headers["HeaderBehavior"] == "whitelist"
-    forwarded = {h.lower() for h in headers["Headers"]}
-    # The viewer's address; Referer and User-Agent for click analytics; never
-    # the Host (API Gateway answers only to its own) nor the secret's header.
-    assert {"cloudfront-viewer-address", "referer", "user-agent"} <= forwarded
-    assert not forwarded & {"host", "x-origin-verify"}
-    assert policy["QueryStringsConfig"] == {"QueryStringBehavior": "all"}
+    assert used == policy_ids
+    for policy_id in policy_ids:
+        policy = cfn["Resources"][policy_id]["Properties"]["OriginRequestPolicyConfig"]
+        headers = policy["HeadersConfig"]
+        assert headers["HeaderBehavior"] == "whitelist", policy_id
+        forwarded = {h.lower() for h in headers["Headers"]}
+        # The viewer's address; Referer and User-Agent for click analytics;
+        # never the Host (API Gateway answers only to its own) nor the
+        # secret's header.
+        assert {"cloudfront-viewer-address", "referer", "user-agent"} <= forwarded, policy_id
+        assert not forwarded & {"host", "x-origin-verify"}, policy_id
+        assert policy["QueryStringsConfig"] == {"QueryStringBehavior": "all"}, policy_id
 
     param = cfn["Parameters"]["CdnOriginSecret"]
     assert param["NoEcho"] is True
@@ -1613,8 +1632,8 @@ def test_media_bucket_is_private_and_encrypted(cfn):
     # No ACLs (BucketOwnerEnforced), no website hosting: CloudFront only.
     assert "AccessControl" not in props and "WebsiteConfiguration" not in props
     assert props["BucketName"] == {"Fn::Sub": MEDIA_BUCKET_NAME}
-    # It is the only bucket.
-    assert set(_resources_of(cfn, "AWS::S3::Bucket")) == {"MediaBucket"}
+    # The only other bucket is the web client's.
+    assert set(_resources_of(cfn, "AWS::S3::Bucket")) == {"MediaBucket", "WebBucket"}
 
 
 def test_media_bucket_expires_uploads_and_orphans(cfn):
@@ -1699,7 +1718,8 @@ def test_media_process_queue(cfn):
         if m["Properties"]["FunctionName"] == {"Ref": "MediaProcessFunction"}
     ]
     assert mapping["EventSourceArn"] == MEDIA_PROCESS_QUEUE
-    assert mapping["BatchSize"] == 5
+    # One upload per invocation: one image decoded at a time bounds memory.
+    assert mapping["BatchSize"] == 1
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
 
 
@@ -1789,7 +1809,7 @@ def test_cloudfront_serves_media_from_the_bucket_through_its_oac(cfn):
 
 def test_the_bucket_policy_lets_only_this_distribution_read_renditions(cfn):
     policies = _resources_of(cfn, "AWS::S3::BucketPolicy")
-    assert set(policies) == {"MediaBucketPolicy"}
+    assert set(policies) == {"MediaBucketPolicy", "WebBucketPolicy"}
     props = policies["MediaBucketPolicy"]["Properties"]
     assert props["Bucket"] == {"Ref": "MediaBucket"}
     statements = props["PolicyDocument"]["Statement"]
@@ -1844,6 +1864,389 @@ def test_every_media_handler_has_a_sample_event(src):
             assert s3_record["eventSource"] == "aws:s3"
             assert s3_record["eventName"].startswith("ObjectCreated:")
             assert s3_record["s3"]["object"]["key"].startswith("uploads/")
+
+
+
+# --------------------------------------------------------------------------
+# The web client on CloudFront, and its API calls through the distribution
+# --------------------------------------------------------------------------
+
+# The routes that keep their own behaviour: the redirects fall to the
+# default behaviour (cached by the code alone), QR codes have theirs.
+REDIRECT_PATHS = {"/{code}", "/api/v1/{code}"}
+QR_PATH = "/api/v1/urls/{code}/qr"
+QR_PATTERN = "/api/v1/urls/*/qr"
+# What stands for every `{param}` in a sample path (a possible short code).
+SAMPLE_PARAM = "Ab3dEf9"
+# Short codes and aliases next to the API's prefixes: none may leave the
+# default (redirect) behaviour. `/` falls there too (its function answers).
+DEFAULT_SAMPLES = [
+    "/",
+    "/Ab3dEf9",
+    "/api/v1/Ab3dEf9",
+    "/apple",
+    "/healthy",
+    "/mediaX",
+    "/api/v1/shortener",
+    "/api/v1/idsAb12",
+    "/api/v1/notificationsAb",
+    "/api/v1/urlsAb12",
+    "/api/v1/usersAb1",
+    "/api/v1/mex",
+]
+API_METHODS = {"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "POST", "DELETE"}
+CHAT_SOCKET_SOURCE = "wss://${ChatSocketApi}.execute-api.${AWS::Region}.amazonaws.com"
+
+
+def _cloudfront_matches(pattern: str, path: str) -> bool:
+    """CloudFront's path-pattern match: a glob over the whole path, `*` any
+    run of characters (`/` included), `?` exactly one, case-sensitive; the
+    leading `/` of a pattern is optional."""
+    if not pattern.startswith("/"):
+        pattern = "/" + pattern
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, path, flags=re.DOTALL) is not None
+
+
+def _behavior_for(config: dict, path: str) -> dict | None:
+    """The cache behaviour CloudFront picks for `path`: the first in list
+    order whose pattern matches, or None for the default behaviour."""
+    for behavior in config["CacheBehaviors"]:
+        if _cloudfront_matches(behavior["PathPattern"], path):
+            return behavior
+    return None
+
+
+def _sample_path(route_path: str) -> str:
+    return re.sub(r"\{[^}]+\}", SAMPLE_PARAM, route_path)
+
+
+def _csp_directives(csp: str) -> dict[str, list[str]]:
+    directives = {}
+    for part in csp.split(";"):
+        words = part.split()
+        if words:
+            assert words[0] not in directives, f"CSP repeats {words[0]}"
+            directives[words[0]] = words[1:]
+    return directives
+
+
+def _run_cloudfront_function(code: str, uris: list[str]) -> list[dict]:
+    """Calls the function's handler() under node on a viewer-request event per
+    uri (the cloudfront-js-2.0 event shape); returns what it returned."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    harness = r"""
+const fs = require('fs');
+const input = JSON.parse(fs.readFileSync(0, 'utf8'));
+const handler = new Function("'use strict';\n" + input.code + "\nreturn handler;")();
+const out = input.uris.map((uri) => handler({
+  version: '1.0',
+  context: { eventType: 'viewer-request' },
+  viewer: { ip: '192.0.2.1' },
+  request: {
+    method: 'GET',
+    uri: uri,
+    querystring: {},
+    headers: { host: { value: 'd111111abcdef8.cloudfront.net' } },
+    cookies: {},
+  },
+}));
+process.stdout.write(JSON.stringify(out));
+"""
+    done = subprocess.run(
+        [node, "-e", harness],
+        input=json.dumps({"code": code, "uris": uris}),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _viewer_request(uri: str) -> dict:
+    return {
+        "method": "GET",
+        "uri": uri,
+        "querystring": {},
+        "headers": {"host": {"value": "d111111abcdef8.cloudfront.net"}},
+        "cookies": {},
+    }
+
+
+def test_cloudfront_path_matching_is_a_first_match_glob():
+    assert _cloudfront_matches("/api/v1/urls/*/qr", "/api/v1/urls/Ab3dEf9/qr")
+    assert _cloudfront_matches("/api/v1/me/*", "/api/v1/me/devices/x/y")
+    assert _cloudfront_matches("/app/*", "/app/")
+    assert not _cloudfront_matches("/app/*", "/app")
+    assert not _cloudfront_matches("/api/v1/me/*", "/API/v1/me/feed")
+    assert _cloudfront_matches("/a?c", "/abc") and not _cloudfront_matches("/a?c", "/abbc")
+    assert not _cloudfront_matches("/api/v1/shorten", "/api/v1/shortener")
+    config = {"CacheBehaviors": [{"PathPattern": "/x/*/y"}, {"PathPattern": "/x/*"}]}
+    assert _behavior_for(config, "/x/1/y") == {"PathPattern": "/x/*/y"}
+    assert _behavior_for(config, "/x/1/z") == {"PathPattern": "/x/*"}
+    assert _behavior_for(config, "/z") is None
+
+
+def test_every_api_route_is_an_uncached_call_on_the_distribution(src, cfn):
+    # The web client calls the API on the distribution's origin: every route
+    # but the redirects and QR codes has a behaviour to the API that allows
+    # its method, keeps nothing and forwards the token.
+    config = _distribution_config(cfn)
+    assert len(config["CacheBehaviors"]) <= 25, "CloudFront allows 25 cache behaviours"
+    checked = 0
+    for method, path in template_routes(src):
+        sample = _sample_path(path)
+        behavior = _behavior_for(config, sample)
+        if path in REDIRECT_PATHS:
+            assert behavior is None, (method, path, behavior and behavior["PathPattern"])
+            continue
+        assert behavior is not None, f"{method} {path} ({sample}) falls to the default (redirect) behaviour"
+        if path == QR_PATH:
+            assert behavior["PathPattern"] == QR_PATTERN
+            continue
+        pattern = behavior["PathPattern"]
+        assert behavior["TargetOriginId"] == "api", (method, path, pattern)
+        assert behavior["ViewerProtocolPolicy"] == "redirect-to-https", pattern
+        assert set(behavior["AllowedMethods"]) == API_METHODS, pattern
+        assert method in behavior["AllowedMethods"], (method, path, pattern)
+        assert set(behavior["CachedMethods"]) == {"GET", "HEAD"}, pattern
+        assert behavior["Compress"] is True, pattern
+        assert behavior["CachePolicyId"] == {"Ref": "ApiPassThroughCachePolicy"}, pattern
+        assert behavior["OriginRequestPolicyId"] == {"Ref": "ApiCallsOriginRequestPolicy"}, pattern
+        assert "FunctionAssociations" not in behavior, pattern
+        checked += 1
+    # A sanity check that the routes were read (48 when this was written).
+    assert checked >= 40, checked
+    # The QR behaviour comes before every pattern that would take its paths.
+    patterns = [b["PathPattern"] for b in config["CacheBehaviors"]]
+    qr_at = patterns.index(QR_PATTERN)
+    for i, pattern in enumerate(patterns):
+        if _cloudfront_matches(pattern, _sample_path(QR_PATH)):
+            assert i >= qr_at, f"{pattern} is listed before {QR_PATTERN}"
+
+
+def test_short_codes_keep_the_redirect_behaviour(cfn):
+    config = _distribution_config(cfn)
+    for path in DEFAULT_SAMPLES:
+        behavior = _behavior_for(config, path)
+        assert behavior is None, (path, behavior and behavior["PathPattern"])
+    assert _behavior_for(config, "/api/v1/urls/Ab3dEf9/qr")["PathPattern"] == QR_PATTERN
+    assert _behavior_for(config, "/api/v1/urls/Ab3dEf9")["CachePolicyId"] == {"Ref": "ApiPassThroughCachePolicy"}
+
+
+def test_api_calls_are_not_cached_but_carry_the_token(cfn):
+    policy = cfn["Resources"]["ApiPassThroughCachePolicy"]["Properties"]["CachePolicyConfig"]
+    # Nothing without Cache-Control is kept; MaxTTL above 0 is what lets a
+    # header be in the key, and only a header in the key is forwarded.
+    assert (policy["MinTTL"], policy["DefaultTTL"], policy["MaxTTL"]) == (0, 0, 1)
+    key = policy["ParametersInCacheKeyAndForwardedToOrigin"]
+    assert key["HeadersConfig"] == {"HeaderBehavior": "whitelist", "Headers": ["Authorization"]}
+    assert key["CookiesConfig"] == {"CookieBehavior": "none"}
+    assert key["QueryStringsConfig"] == {"QueryStringBehavior": "all"}
+    assert (key["EnableAcceptEncodingGzip"], key["EnableAcceptEncodingBrotli"]) == (True, True)
+
+    calls = cfn["Resources"]["ApiCallsOriginRequestPolicy"]["Properties"]["OriginRequestPolicyConfig"]
+    headers = calls["HeadersConfig"]
+    assert headers["HeaderBehavior"] == "whitelist"
+    assert {h.lower() for h in headers["Headers"]} == {
+        "content-type", "referer", "user-agent", "x-api-key", "cloudfront-viewer-address",
+    }
+    assert calls["CookiesConfig"] == {"CookieBehavior": "none"}
+    assert calls["QueryStringsConfig"] == {"QueryStringBehavior": "all"}
+
+
+def test_web_bucket_is_private_and_only_this_distribution_reads_the_client(cfn):
+    bucket = cfn["Resources"]["WebBucket"]
+    assert bucket["Type"] == "AWS::S3::Bucket"
+    props = bucket["Properties"]
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    assert props["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    assert props["BucketEncryption"] == {
+        "ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+    }
+    # No ACLs, no website hosting: CloudFront only.
+    assert "AccessControl" not in props and "WebsiteConfiguration" not in props
+
+    props = cfn["Resources"]["WebBucketPolicy"]["Properties"]
+    assert props["Bucket"] == {"Ref": "WebBucket"}
+    statements = props["PolicyDocument"]["Statement"]
+    allows = [st for st in statements if st["Effect"] == "Allow"]
+    denies = [st for st in statements if st["Effect"] == "Deny"]
+    assert len(allows) + len(denies) == len(statements)
+    (allow,) = allows
+    assert allow["Principal"] == {"Service": "cloudfront.amazonaws.com"}
+    assert _as_list(allow["Action"]) == ["s3:GetObject"]
+    assert allow["Resource"] == {"Fn::Sub": "${WebBucket.Arn}/app/*"}
+    assert allow["Condition"] == {"StringEquals": {"AWS:SourceArn": DISTRIBUTION_ARN}}
+    (deny,) = denies
+    assert deny["Principal"] == "*"
+    assert _as_list(deny["Action"]) == ["s3:*"]
+    assert sorted(_as_list(deny["Resource"]), key=json.dumps) == sorted(
+        [{"Fn::GetAtt": ["WebBucket", "Arn"]}, {"Fn::Sub": "${WebBucket.Arn}/*"}], key=json.dumps
+    )
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    # No function role names the bucket (`web publish` uploads with the
+    # deployer's own credentials).
+    for role_id, role in _resources_of(cfn, "AWS::IAM::Role").items():
+        assert "WebBucket" not in json.dumps(_statements(role)), role_id
+
+
+def test_cloudfront_serves_the_web_client_from_its_bucket_with_its_headers(cfn):
+    config = _distribution_config(cfn)
+    origin = _origins(config)["web"]
+    assert origin["DomainName"] == {"Fn::GetAtt": ["WebBucket", "RegionalDomainName"]}
+    assert origin["S3OriginConfig"] == {"OriginAccessIdentity": ""}
+    assert origin["OriginAccessControlId"] == {"Fn::GetAtt": ["WebOriginAccessControl", "Id"]}
+    oac = cfn["Resources"]["WebOriginAccessControl"]
+    assert oac["Type"] == "AWS::CloudFront::OriginAccessControl"
+    oac_config = oac["Properties"]["OriginAccessControlConfig"]
+    assert oac_config["OriginAccessControlOriginType"] == "s3"
+    assert oac_config["SigningBehavior"] == "always"
+    assert oac_config["SigningProtocol"] == "sigv4"
+
+    for path in ("/app", "/app/", "/app/index.html", "/app/config.json", "/app/0123456789ab/js/main.js"):
+        behavior = _behavior_for(config, path)
+        assert behavior is not None and behavior["TargetOriginId"] == "web", path
+        assert behavior["ViewerProtocolPolicy"] == "redirect-to-https", path
+        assert set(behavior["AllowedMethods"]) == set(behavior["CachedMethods"]) == {"GET", "HEAD"}, path
+        assert behavior["Compress"] is True, path
+        assert behavior["CachePolicyId"] == CACHING_OPTIMIZED, path
+        assert behavior["ResponseHeadersPolicyId"] == {"Ref": "WebResponseHeadersPolicy"}, path
+    # Only /app and /app/* reach the bucket.
+    for b in [config["DefaultCacheBehavior"], *config["CacheBehaviors"]]:
+        assert (b["TargetOriginId"] == "web") == (b.get("PathPattern") in ("/app", "/app/*")), b.get("PathPattern")
+
+    security = cfn["Resources"]["WebResponseHeadersPolicy"]["Properties"]["ResponseHeadersPolicyConfig"][
+        "SecurityHeadersConfig"
+    ]
+    csp_config = security["ContentSecurityPolicy"]
+    assert csp_config["Override"] is True
+    csp = csp_config["ContentSecurityPolicy"]["Fn::Sub"]
+    assert "unsafe" not in csp
+    directives = _csp_directives(csp)
+    assert directives["default-src"] == ["'none'"]
+    assert directives["script-src"] == ["'self'"]
+    assert directives["style-src"] == ["'self'"]
+    assert directives["object-src"] == ["'none'"]
+    assert directives["base-uri"] == ["'none'"]
+    assert directives["frame-ancestors"] == ["'none'"]
+    connect = directives["connect-src"]
+    # Its own origin (the API), the chat socket, Cognito, S3 (path-style
+    # presigned uploads, and the media bucket's own host).
+    assert connect == [
+        "'self'",
+        CHAT_SOCKET_SOURCE,
+        "https://cognito-idp.${AWS::Region}.amazonaws.com",
+        "https://s3.${AWS::Region}.amazonaws.com",
+        "https://${MediaBucket.RegionalDomainName}",
+    ]
+    # The socket named is the chat WebSocket API of this stack.
+    socket = cfn["Resources"]["ChatSocketApi"]
+    assert socket["Type"] == "AWS::ApiGatewayV2::Api"
+    assert socket["Properties"]["ProtocolType"] == "WEBSOCKET"
+    # Every ${...} names a resource, a parameter or a pseudo parameter.
+    for name in re.findall(r"\$\{([^}]+)\}", csp):
+        known = cfn["Resources"].keys() | cfn.get("Parameters", {}).keys()
+        assert name.startswith("AWS::") or name.split(".")[0] in known, name
+    # Media is served from the short domain, which may be a custom one.
+    assert "img-src 'self' data: blob: ${ShortBaseUrl};" in csp
+    assert security["ContentTypeOptions"] == {"Override": True}
+    assert security["FrameOptions"] == {"FrameOption": "DENY", "Override": True}
+    assert security["ReferrerPolicy"] == {"ReferrerPolicy": "strict-origin-when-cross-origin", "Override": True}
+    assert security["StrictTransportSecurity"] == {
+        "AccessControlMaxAgeSec": 63072000,
+        "IncludeSubdomains": True,
+        "Override": True,
+    }
+
+
+def test_cloudfront_functions_send_root_to_the_client_and_name_its_page(cfn):
+    functions = _resources_of(cfn, "AWS::CloudFront::Function")
+    assert set(functions) == {"WebRootRedirectFunction", "WebIndexFunction"}
+    for fn_id, fn in functions.items():
+        props = fn["Properties"]
+        assert props["AutoPublish"] is True, fn_id
+        assert props["FunctionConfig"]["Runtime"] == "cloudfront-js-2.0", fn_id
+        assert props["FunctionCode"].lstrip().startswith("function handler(event) {"), fn_id
+
+    def association(fn_id):
+        return [{"EventType": "viewer-request", "FunctionARN": {"Fn::GetAtt": [fn_id, "FunctionARN"]}}]
+
+    config = _distribution_config(cfn)
+    # `/` is answered on the default behaviour; the web behaviours name
+    # the page; no other behaviour runs a function.
+    assert config["DefaultCacheBehavior"]["FunctionAssociations"] == association("WebRootRedirectFunction")
+    for b in config["CacheBehaviors"]:
+        if b["PathPattern"] in ("/app", "/app/*"):
+            assert b["FunctionAssociations"] == association("WebIndexFunction"), b["PathPattern"]
+        else:
+            assert "FunctionAssociations" not in b, b["PathPattern"]
+
+
+def test_cloudfront_functions_behave(cfn):
+    resources = cfn["Resources"]
+    uris = ["/", "/Ab3dEf9", "/api/v1/Ab3dEf9", "/app/", "/app", "/app/x/js/main.js", "/app/config.json"]
+
+    root = _run_cloudfront_function(resources["WebRootRedirectFunction"]["Properties"]["FunctionCode"], uris)
+    assert root[0] == {
+        "statusCode": 302,
+        "statusDescription": "Found",
+        "headers": {"location": {"value": "/app/"}, "cache-control": {"value": "no-store"}},
+    }
+    # Everything else passes unchanged (redirects, the client, the API).
+    for uri, out in zip(uris[1:], root[1:]):
+        assert out == _viewer_request(uri), uri
+
+    index = _run_cloudfront_function(resources["WebIndexFunction"]["Properties"]["FunctionCode"], uris)
+    got = {uri: out["uri"] for uri, out in zip(uris, index)}
+    assert got["/app/"] == got["/app"] == "/app/index.html"
+    for uri in ("/app/x/js/main.js", "/app/config.json", "/Ab3dEf9"):
+        assert got[uri] == uri
+    for uri, out in zip(uris, index):
+        assert {k: v for k, v in out.items() if k != "uri"} == {
+            k: v for k, v in _viewer_request(uri).items() if k != "uri"
+        }, uri
+
+
+def test_media_bucket_cors_allows_only_presigned_puts(cfn):
+    (rule,) = cfn["Resources"]["MediaBucket"]["Properties"]["CorsConfiguration"]["CorsRules"]
+    # The signature is the credential (any origin); PUT only.
+    assert rule["AllowedMethods"] == ["PUT"]
+    assert rule["AllowedOrigins"] == ["*"]
+    assert rule["AllowedHeaders"] == ["content-type"]
+    assert rule["ExposedHeaders"] == ["ETag"]
+    assert rule["MaxAge"] == 3000
+
+
+def test_the_web_client_can_sign_in_with_a_password(cfn):
+    client = cfn["Resources"]["UserPoolClient"]["Properties"]
+    # USER_PASSWORD_AUTH for the browser, SRP for apps; no secret (neither
+    # could keep one).
+    assert set(client["ExplicitAuthFlows"]) == {
+        "ALLOW_USER_SRP_AUTH",
+        "ALLOW_USER_PASSWORD_AUTH",
+        "ALLOW_REFRESH_TOKEN_AUTH",
+    }
+    assert client["GenerateSecret"] is False
+
+
+def test_web_outputs(cfn):
+    outputs = cfn["Outputs"]
+    assert outputs["WebBucketName"]["Value"] == {"Ref": "WebBucket"}
+    assert outputs["WebUrl"]["Value"] == {"Fn::Sub": "${ShortBaseUrl}/app/"}
+    assert outputs["DistributionId"]["Value"] == {"Ref": "RedirectDistribution"}
+    assert outputs["ChatSocketUrl"]["Value"] == {
+        "Fn::Sub": "wss://${ChatSocketApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/v1"
+    }
 
 
 def test_outputs(cfn):

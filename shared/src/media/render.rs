@@ -13,9 +13,12 @@ use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 pub const WIDTHS: [u32; 2] = [320, 1080];
 pub const JPEG_QUALITY: u8 = 82;
 /// A decoded image's sides and memory: a 10 MB file may not claim
-/// 50000×50000 pixels and take the worker down.
+/// 50000×50000 pixels and take the worker down. 256 MiB decoded holds a
+/// 48-megapixel photo (145 MB as RGB) and keeps the worst case, the
+/// largest image this admits, near a 320 MB peak: inside a 512 MB Lambda
+/// (`media-render-peak make-worst`, README "Media").
 pub const MAX_SIDE: u32 = 12_000;
-pub const MAX_DECODE_BYTES: u64 = 384 * 1024 * 1024;
+pub const MAX_DECODE_BYTES: u64 = 256 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
@@ -72,7 +75,15 @@ pub fn render(bytes: &[u8], mime: &str) -> Result<Renditions, String> {
     let alpha = image.color().has_alpha() && mime != "image/jpeg";
     let mut renditions: Vec<Rendered> = Vec::new();
     for target in WIDTHS {
-        let sized = if width > target {
+        let sized = if width > target * 2 {
+            // A box-filter pass to twice the width first: it needs nothing
+            // beyond its small output, where a filtered resize of a huge
+            // image holds a float copy of a slice of it (a 11,577² PNG
+            // peaked at 600 MB that way). The filter then works on little.
+            image
+                .thumbnail(target * 2, u32::MAX)
+                .resize(target, u32::MAX, FilterType::CatmullRom)
+        } else if width > target {
             image.resize(target, u32::MAX, FilterType::CatmullRom)
         } else {
             image.clone()

@@ -412,6 +412,13 @@ impl MediaService {
     }
 
     async fn render_image(&self, record: &MediaRecord, key: &str) -> Result<Outcome, MediaError> {
+        // One decode at a time per process: each may hold up to
+        // MAX_DECODE_BYTES, and the local host runs several batches at once.
+        static RENDERING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+        let _turn = RENDERING
+            .acquire()
+            .await
+            .map_err(|e| MediaError::Store(format!("rendering stopped: {e}")))?;
         let bytes = self.store.read(key).await?;
         let mime = record.content_type.clone();
         let rendered = tokio::task::spawn_blocking(move || render::render(&bytes, &mime))
