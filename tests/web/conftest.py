@@ -154,10 +154,10 @@ def browser(landing):
 class Person:
     """A browser context of one's own (cookies, storage, tab)."""
 
-    def __init__(self, browser, host, name):
+    def __init__(self, browser, host, name, **context):
         self.name = name
         self.host = host
-        self.context = browser.new_context(viewport=DESKTOP)
+        self.context = browser.new_context(viewport=DESKTOP, **context)
         self.problems = []
         self.page = self.open_page()
 
@@ -195,8 +195,8 @@ class Person:
 def people(browser, host):
     made = []
 
-    def make(name):
-        person = Person(browser, host, name)
+    def make(name, **context):
+        person = Person(browser, host, name, **context)
         made.append(person)
         return person
 

@@ -4,6 +4,8 @@ scrolling and new posts, chat with typing, read markers, presence, a push
 while offline and sync after the link comes back, short links with QR codes
 and clicks, settings, and errors shown in words."""
 
+import json
+import os
 import re
 import struct
 import time
@@ -326,3 +328,66 @@ def test_the_page_is_served_with_its_security_headers(host):
     with urllib.request.urlopen(host.base + asset) as r:
         assert r.headers["content-type"] == "text/javascript; charset=utf-8"
         assert r.headers["cache-control"] == "public, max-age=31536000, immutable"
+
+
+def test_cognito_sign_up_confirm_and_sign_in(people, host):
+    """On AWS the client signs people in with the Cognito user pool's API.
+    Here that API is moto's; the page's settings are the ones `web publish`
+    writes, pointed at it (and its CSP, which names Cognito's AWS host, is
+    set aside for this page)."""
+    import boto3
+
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    cognito = boto3.client("cognito-idp", endpoint_url=endpoint, region_name="us-east-1")
+    pool = cognito.create_user_pool(PoolName="web-test", UsernameAttributes=["email"])["UserPool"]
+    app = cognito.create_user_pool_client(
+        UserPoolId=pool["Id"],
+        ClientName="web",
+        ExplicitAuthFlows=["ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"],
+    )["UserPoolClient"]
+    settings = {
+        "version": "test",
+        "apiBase": "",
+        "socketUrl": None,
+        "auth": {"kind": "cognito", "region": "us-east-1", "clientId": app["ClientId"], "endpoint": endpoint + "/"},
+    }
+    person = people("cognito", bypass_csp=True)
+    page = person.page
+    page.route("**/app/config.json", lambda r: r.fulfill(status=200, content_type="application/json", body=json.dumps(settings)))
+    sent = []
+    page.on("request", lambda r: r.url.startswith(host.base + "/api/") and sent.append(r.headers.get("authorization")))
+    issued = []
+
+    def on_response(response):
+        target = response.request.headers.get("x-amz-target", "")
+        if target.endswith(".InitiateAuth") and response.ok:
+            issued.append(response.json()["AuthenticationResult"]["IdToken"])
+
+    page.on("response", on_response)
+    page.goto(host.base + "/")
+    # Nobody yet: Cognito's refusal, in words.
+    page.get_by_label("Email", exact=True).fill("kim@example.com")
+    page.get_by_label("Password").fill("Plum-velvet-harbor-42")
+    page.get_by_role("button", name="Sign in").click()
+    status_says(page, "user name or password")
+    page.get_by_role("button", name="New here? Create an account").click()
+    page.get_by_label("Email", exact=True).fill("kim@example.com")
+    # Long enough for the form, too weak for the pool's policy: Cognito's
+    # refusal is shown in words.
+    page.get_by_label("Password").fill("plumvelvetharbor")
+    page.get_by_role("button", name="Create account").click()
+    status_says(page, "password")
+    page.get_by_label("Password").fill("Plum-velvet-harbor-42")
+    page.get_by_role("button", name="Create account").click()
+    status_says(page, "code")
+    page.get_by_label("Code from the email").fill("123456")
+    page.get_by_role("button", name="Confirm").click()
+    # Signed in by Cognito: the API is called with the ID token it issued.
+    deadline = time.time() + 20
+    while not (issued and f"Bearer {issued[0]}" in sent) and time.time() < deadline:
+        page.wait_for_timeout(100)
+    assert issued and f"Bearer {issued[0]}" in sent, (issued, sent)
+    # This host does not take moto's tokens, so what follows (refused API
+    # calls and socket) is not the client's doing.
+    page.close()
+    person.problems.clear()  # the refused API calls and socket, expected here
