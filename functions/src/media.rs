@@ -1,4 +1,5 @@
-//! Media: the presigned upload, its state, and the `media-process` worker
+//! Media: the presigned upload (in parts above 32 MiB, then completed), its
+//! state, and the `media-process` worker
 //! that S3's `ObjectCreated` notifications feed.
 
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use hanul_shared::http::auth::Caller;
 use hanul_shared::http::{ApiError, json_rejection};
-use hanul_shared::media::{CreateMedia, MediaService, MediaUpload, MediaView};
+use hanul_shared::media::{CompleteMedia, CreateMedia, MediaService, MediaUpload, MediaView};
 use lambda_runtime::LambdaEvent;
 
 use crate::routes::{self, Auth, Function, SqsHandler, Worker};
@@ -34,6 +35,27 @@ pub const MEDIA_GET: Function = crate::routes::service_function!(
     get,
     get_media
 );
+
+pub const MEDIA_COMPLETE: Function = crate::routes::service_function!(
+    media,
+    "media-complete",
+    routes::post("/api/v1/me/media/{mediaId}/complete", Auth::Jwt),
+    "/api/v1/me/media/{mediaId}/complete",
+    post,
+    complete
+);
+
+async fn complete(
+    State(service): Media,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Json<CompleteMedia>, JsonRejection>,
+) -> Result<(StatusCode, Json<MediaView>), ApiError> {
+    let Json(request) = body.map_err(json_rejection)?;
+    let view = service.complete(&caller.user_id, &id, request).await?;
+    // Accepted: the worker checks the assembled file next.
+    Ok((StatusCode::ACCEPTED, Json(view)))
+}
 
 async fn create(
     State(service): Media,

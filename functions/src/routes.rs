@@ -172,6 +172,7 @@ pub static FUNCTIONS: &[Function] = &[
     crate::chat::PRESENCE_GET,
     crate::media::MEDIA_CREATE,
     crate::media::MEDIA_GET,
+    crate::media::MEDIA_COMPLETE,
 ];
 
 pub fn find(name: &str) -> Option<&'static Function> {

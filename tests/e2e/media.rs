@@ -465,7 +465,108 @@ async fn posts_attach_own_ready_media_and_the_feed_shows_cdn_urls(backend: Backe
     assert_eq!(fetch(avatar).await.0, "image/jpeg");
 }
 
+/// A video of `size` bytes our check accepts: `ftyp`, then one `mdat`.
+fn big_mp4(size: usize) -> Vec<u8> {
+    let mut out = b"\0\0\0\x18ftypisom\0\0\x02\0isommp41".to_vec();
+    let payload = size - out.len() - 8;
+    out.extend_from_slice(&((payload + 8) as u32).to_be_bytes());
+    out.extend_from_slice(b"mdat");
+    out.extend((0..payload).map(|i| (i % 251) as u8));
+    out
+}
+
+async fn complete(
+    host: &LocalHost,
+    token: &str,
+    grant: &Value,
+    parts: &[(u64, String)],
+) -> reqwest::Response {
+    let parts: Vec<Value> = parts
+        .iter()
+        .map(|(n, etag)| json!({"partNumber": n, "etag": etag}))
+        .collect();
+    client()
+        .post(host.url(grant["multipart"]["completeUrl"].as_str().unwrap()))
+        .bearer_auth(token)
+        .json(&json!({ "parts": parts }))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Above 32 MiB an upload goes in presigned parts of 16 MiB, each answered
+/// with an ETag; completing names them all, in order, and only the owner
+/// may; then the worker checks the whole file as any upload.
+async fn big_videos_go_in_parts(backend: Backend) {
+    let host = LocalHost::start(backend);
+    let nina = token(&host, "nina").await;
+    let video = big_mp4(40 * 1024 * 1024);
+    let grant = create(&host, &nina, "video/mp4", video.len()).await;
+    assert!(grant["uploadUrl"].is_null(), "{grant}");
+    let parts = grant["multipart"]["parts"].as_array().unwrap().clone();
+    assert_eq!(grant["multipart"]["partSize"], 16 * 1024 * 1024);
+    let sizes: Vec<u64> = parts.iter().map(|p| p["size"].as_u64().unwrap()).collect();
+    assert_eq!(sizes, [16 << 20, 16 << 20, 8 << 20]);
+    let id = grant["mediaId"].as_str().unwrap().to_owned();
+
+    let mut sent = Vec::new();
+    let mut offset = 0usize;
+    for part in &parts {
+        let size = part["size"].as_u64().unwrap() as usize;
+        let r = client()
+            .put(part["uploadUrl"].as_str().unwrap())
+            .body(video[offset..offset + size].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+        sent.push((part["partNumber"].as_u64().unwrap(), etag));
+        offset += size;
+        if sent.len() == 1 {
+            // Completing before every part is there is refused.
+            let r = complete(&host, &nina, &grant, &sent).await;
+            assert_eq!(error_code(r, 400).await, "invalid_parts");
+        }
+    }
+    // Out of order, a part missing, or someone else's: refused.
+    let mut swapped = sent.clone();
+    swapped.swap(0, 1);
+    let r = complete(&host, &nina, &grant, &swapped).await;
+    assert_eq!(error_code(r, 400).await, "invalid_parts");
+    let r = complete(&host, &nina, &grant, &sent[..2]).await;
+    assert_eq!(error_code(r, 400).await, "invalid_parts");
+    let omar = token(&host, "omar").await;
+    let r = complete(&host, &omar, &grant, &sent).await;
+    assert_eq!(error_code(r, 404).await, "not_found");
+    // A one-PUT upload has nothing to complete.
+    let small = create(&host, &nina, "image/png", 100).await;
+    let r = client()
+        .post(host.url(&format!(
+            "/api/v1/me/media/{}/complete",
+            small["mediaId"].as_str().unwrap()
+        )))
+        .bearer_auth(&nina)
+        .json(&json!({"parts": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 400).await, "not_multipart");
+
+    let r = complete(&host, &nina, &grant, &sent).await;
+    assert_eq!(r.status(), 202);
+    let ready = settled(&host, &nina, &id).await;
+    assert_eq!(ready["state"], "ready", "{ready}");
+    assert_eq!(ready["size"], video.len());
+    let (content_type, bytes, _) = fetch(ready["url"].as_str().unwrap()).await;
+    assert_eq!(content_type, "video/mp4");
+    assert!(bytes == video, "the served video is the uploaded one");
+    let r = complete(&host, &nina, &grant, &sent).await;
+    assert_eq!(error_code(r, 400).await, "not_pending");
+}
+
 hanul_e2e::on_both_backends!(
+    big_videos_go_in_parts,
     images_and_video_end_ready_with_renditions_and_no_gps,
     lies_and_late_uploads_are_refused,
     posts_attach_own_ready_media_and_the_feed_shows_cdn_urls

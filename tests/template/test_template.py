@@ -67,6 +67,7 @@ FEED_FUNCTIONS = [*FEED_HTTP_FUNCTIONS, "FeedFanoutFunction", "FeedOutboxFunctio
 MEDIA_HTTP_FUNCTIONS = {
     "MediaCreateFunction": ("POST", "/api/v1/me/media"),
     "MediaGetFunction": ("GET", "/api/v1/me/media/{mediaId}"),
+    "MediaCompleteFunction": ("POST", "/api/v1/me/media/{mediaId}/complete"),
 }
 # Every media function: the HTTP ones and the upload worker.
 MEDIA_FUNCTIONS = [*MEDIA_HTTP_FUNCTIONS, "MediaProcessFunction"]
@@ -74,6 +75,7 @@ MEDIA_FUNCTIONS = [*MEDIA_HTTP_FUNCTIONS, "MediaProcessFunction"]
 MEDIA_HANDLERS = {
     "MediaCreateFunction": "media-create",
     "MediaGetFunction": "media-get",
+    "MediaCompleteFunction": "media-complete",
     "MediaProcessFunction": "media-process",
 }
 
@@ -319,6 +321,8 @@ MEDIA_ACTIONS: dict[str, set[str]] = {
     "MediaCreateFunction": ddb("PutItem"),
     # Read-only: the item.
     "MediaGetFunction": ddb("GetItem"),
+    # Read-only: the item (owner, state, upload id).
+    "MediaCompleteFunction": ddb("GetItem"),
     # The item, then its conditional ready/rejected update.
     "MediaProcessFunction": ddb("GetItem", "UpdateItem"),
 }
@@ -326,6 +330,8 @@ MEDIA_ACTIONS: dict[str, set[str]] = {
 MEDIA_S3: dict[str, list[tuple[set[str], Any]]] = {
     # It presigns uploads: PutObject under uploads/ only.
     "MediaCreateFunction": [({"s3:PutObject"}, MEDIA_UPLOADS)],
+    # CompleteMultipartUpload is authorised as PutObject, under uploads/.
+    "MediaCompleteFunction": [({"s3:PutObject"}, MEDIA_UPLOADS)],
     # Heads, reads, copies from and deletes the upload (shared/src/media/
     # service.rs `process`, through shared/src/aws/s3.rs); only writes
     # renditions (puts, and a video's copy), never reads or tags them.
@@ -486,6 +492,7 @@ EXPECTED_STATEMENTS: dict[str, list[tuple[set[str], Any]]] = {
     ],
     "MediaCreateFunction": [(MEDIA_ACTIONS["MediaCreateFunction"], FEED), *MEDIA_S3["MediaCreateFunction"]],
     "MediaGetFunction": [(MEDIA_ACTIONS["MediaGetFunction"], FEED)],
+    "MediaCompleteFunction": [(MEDIA_ACTIONS["MediaCompleteFunction"], FEED), *MEDIA_S3["MediaCompleteFunction"]],
     "MediaProcessFunction": [
         (MEDIA_ACTIONS["MediaProcessFunction"], FEED),
         *MEDIA_S3["MediaProcessFunction"],

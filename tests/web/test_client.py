@@ -391,3 +391,30 @@ def test_cognito_sign_up_confirm_and_sign_in(people, host):
     # calls and socket) is not the client's doing.
     page.close()
     person.problems.clear()  # the refused API calls and socket, expected here
+
+
+def test_a_big_video_goes_up_in_parts(people, tmp_path):
+    """Above 32 MiB the composer sends the file in presigned parts with one
+    progress bar, completes the upload, and the post shows the video."""
+    hal = people("hal")
+    sign_up(hal, "hal")
+    size = 40 * 1024 * 1024
+    head = b"\0\0\0\x18ftypisom\0\0\x02\0isommp41"
+    body = size - len(head) - 8
+    video = tmp_path / "trip.mp4"
+    video.write_bytes(head + struct.pack(">I", body + 8) + b"mdat" + bytes(range(256)) * (body // 256) + b"\0" * (body % 256))
+    parts = []
+    hal.page.on("request", lambda r: "partNumber=" in r.url and parts.append(r.url))
+    page = hal.page
+    page.goto(hal.host.base + "/#/feed")
+    page.get_by_label("New post").fill("A long walk, filmed")
+    page.locator("#post-files").set_input_files(str(video))
+    expect(page.locator(".attachment")).to_contain_text("Ready", timeout=120_000)
+    assert len(parts) == 3, parts
+    page.get_by_role("button", name="Post").click()
+    status_says(page, "Posted")
+    clip = page.locator("article.post", has_text="A long walk, filmed").locator("video")
+    expect(clip).to_have_attribute("src", re.compile(r"/media/.*video\.mp4$"))
+    request = urllib.request.Request(clip.get_attribute("src"), headers={"range": "bytes=0-7"})
+    with urllib.request.urlopen(request) as r:
+        assert r.status == 206 and r.read() == head[:8]

@@ -96,14 +96,16 @@ export async function api(method, path, { body, query, auth: withAuth = true } =
 }
 
 /**
- * Sends a file to a presigned upload (`{uploadUrl, method, headers}`),
- * reporting progress as a fraction. The browser sets Content-Length itself;
- * the signature holds it, so the file must be exactly the declared size.
+ * Sends a file (or a slice of one) to a presigned upload (`{uploadUrl,
+ * method, headers}`), reporting progress as a fraction; resolves with the
+ * answer's ETag. The browser sets Content-Length itself; the signature
+ * holds it, so the bytes must be exactly the declared size.
  */
 export function upload(target, file, onProgress) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     xhr.open(target.method || "PUT", target.uploadUrl);
+    xhr.timeout = 10 * 60_000;
     for (const [name, value] of Object.entries(target.headers || {})) {
       if (name.toLowerCase() !== "content-length") xhr.setRequestHeader(name, value);
     }
@@ -113,7 +115,8 @@ export function upload(target, file, onProgress) {
     xhr.onload = async () => {
       if (xhr.status >= 200 && xhr.status < 300) {
         onProgress?.(1);
-        resolve();
+        // A part's ETag names it when the upload is completed.
+        resolve(xhr.getResponseHeader("ETag"));
         return;
       }
       let message = `The upload was refused (HTTP ${xhr.status}).`;
@@ -127,6 +130,7 @@ export function upload(target, file, onProgress) {
     };
     xhr.onerror = () => reject(new ApiError(0, "network", "The upload could not reach the server. Check your connection and try again."));
     xhr.onabort = () => reject(new ApiError(0, "aborted", "The upload was cancelled."));
+    xhr.ontimeout = () => reject(new ApiError(0, "network", "The upload took too long. Check your connection and try again."));
     xhr.send(file);
   });
 }

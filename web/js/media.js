@@ -34,10 +34,12 @@ export function send(file) {
   const el = h("li", { class: "attachment" }, preview, h("div", {}, h("span", { class: "name" }, file.name), bar, state));
   const ready = (async () => {
     const target = await api("POST", "/api/v1/me/media", { body: { contentType: file.type, size: file.size } });
-    await upload(target, file, (f) => {
+    const shown = (f) => {
       bar.value = f;
       state.textContent = `Uploading… ${Math.round(f * 100)}%`;
-    });
+    };
+    if (target.multipart) await sendParts(target, file, shown);
+    else await upload(target, file, shown);
     state.textContent = "Checking…";
     bar.removeAttribute("value");
     const media = await waitReady(target.mediaId);
@@ -53,6 +55,35 @@ export function send(file) {
     state.classList.add("error");
   });
   return { el, ready };
+}
+
+/**
+ * A big file in its presigned parts, one after another, each tried up to
+ * three times (a dropped link costs one part, not the file), then the
+ * upload completed with the parts' ETags.
+ */
+async function sendParts(target, file, onProgress) {
+  const done = [];
+  let sent = 0;
+  let offset = 0;
+  for (const part of target.multipart.parts) {
+    const slice = file.slice(offset, offset + part.size);
+    let etag;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        etag = await upload({ uploadUrl: part.uploadUrl, method: "PUT" }, slice, (f) => onProgress((sent + f * part.size) / file.size));
+        break;
+      } catch (error) {
+        if (attempt >= 3 || error.status >= 400) throw error;
+        await new Promise((r) => setTimeout(r, 1000 * 2 ** attempt));
+      }
+    }
+    if (!etag) throw new Error("The storage did not name the part it received; try again.");
+    done.push({ partNumber: part.partNumber, etag });
+    sent += part.size;
+    offset += part.size;
+  }
+  await api("POST", target.multipart.completeUrl, { body: { parts: done } });
 }
 
 /** Polls the media until the worker has decided; a minute and a half at most for images, ten for video. */

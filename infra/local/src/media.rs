@@ -19,13 +19,12 @@ use hanul_shared::http::{self, ApiError};
 use hanul_shared::media::model::MAX_VIDEO_BYTES;
 use hanul_shared::platform::Platform;
 use hanul_shared::ports::media::{IMMUTABLE_CACHE_CONTROL, MediaStore, MediaStoreError};
-use hanul_shared::ports::{OutgoingMessage, Queue};
+use sha2::Digest;
 use tokio::io::AsyncWriteExt;
 
 #[derive(Clone)]
 struct Uploads {
     files: Arc<FileMediaStore>,
-    queue: Arc<dyn Queue>,
     platform: Arc<Platform>,
 }
 
@@ -44,13 +43,18 @@ async fn upload(
     Path(rest): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     request: Request,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     let key = format!("uploads/{rest}");
     let field = |name: &str| query.get(name).cloned().unwrap_or_default();
+    // A part of a multipart upload names its upload and number.
+    let part = query
+        .get("uploadId")
+        .map(|id| (id.clone(), field("partNumber").parse::<u32>().unwrap_or(0)));
     let grant = UploadGrant {
         content_type: field("contentType"),
         length: field("length").parse().unwrap_or(u64::MAX),
         expires_at_secs: field("expires").parse().unwrap_or(0),
+        part: part.clone(),
     };
     let now = up.platform.clock().now_secs();
     up.files
@@ -61,7 +65,8 @@ async fn upload(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if content_type != grant.content_type {
+    // A part carries no type of its own (S3 ignores one).
+    if part.is_none() && content_type != grant.content_type {
         return Err(refused(
             StatusCode::FORBIDDEN,
             "signature_refused",
@@ -87,6 +92,7 @@ async fn upload(
         ));
     }
     let (temp, mut file) = up.files.begin_upload().await.map_err(unavailable)?;
+    let mut digest = sha2::Sha256::new();
     let written = async {
         let mut stream = request.into_body().into_data_stream();
         let mut total: u64 = 0;
@@ -106,6 +112,7 @@ async fn upload(
                     "the body is longer than its Content-Length",
                 ));
             }
+            digest.update(&chunk);
             file.write_all(&chunk)
                 .await
                 .map_err(|e| unavailable(MediaStoreError::Unavailable(e.to_string())))?;
@@ -130,28 +137,36 @@ async fn upload(
             return Err(e);
         }
     };
+    if let Some((upload_id, number)) = part {
+        // As S3 answers a part: its ETag, which the completion names.
+        let etag = hex::encode(&digest.finalize()[..16]);
+        if let Err(e) = up.files.keep_part(&upload_id, number, &temp, &etag).await {
+            let _ = tokio::fs::remove_file(&temp).await;
+            return Err(match e {
+                MediaStoreError::Invalid(m) => refused(StatusCode::NOT_FOUND, "no_such_upload", &m),
+                e => unavailable(e),
+            });
+        }
+        let mut response = StatusCode::OK.into_response();
+        if let Ok(v) = HeaderValue::from_str(&format!("\"{etag}\"")) {
+            response.headers_mut().insert(header::ETAG, v);
+        }
+        return Ok(response);
+    }
     up.files
         .commit_upload(&temp, &key, &grant.content_type)
         .await
         .map_err(unavailable)?;
-    // What S3 sends the queue. If it cannot be queued the upload is undone,
-    // so the client's retry starts clean (nothing half-accepted).
-    let event = serde_json::json!({"Records": [{
-        "eventVersion": "2.1",
-        "eventSource": "hanul:local",
-        "eventName": "ObjectCreated:Put",
-        "eventTime": hanul_shared::shortener::link::format_instant(up.platform.clock().now_ms()),
-        "s3": {"bucket": {"name": "local"}, "object": {"key": key, "size": size}},
-    }]});
-    if let Err(e) = up.queue.send(OutgoingMessage::new(event.to_string())).await {
-        tracing::warn!(error = %e, "the upload's event could not be queued");
-        let _ = up.files.delete(&key).await;
-        return Err(ApiError::unavailable(
-            "the upload could not be queued; retry",
-            1,
-        ));
-    }
-    Ok(StatusCode::OK)
+    up.files
+        .announce_created(
+            &key,
+            size,
+            "ObjectCreated:Put",
+            up.platform.clock().now_ms(),
+        )
+        .await
+        .map_err(|_| ApiError::unavailable("the upload could not be queued; retry", 1))?;
+    Ok(StatusCode::OK.into_response())
 }
 
 /// A `Range` header against an object of `length` bytes: `None` for the
@@ -346,12 +361,11 @@ pub async fn router(platform: &Arc<Platform>) -> Result<Router, crate::server::S
     };
     let mut router = Router::new();
     if let Some(files) = files {
-        let queue = platform.queue(&platform.media_queue_spec()).await?;
+        files.set_events(platform.queue(&platform.media_queue_spec()).await?);
         let uploads = Router::new()
             .route(&format!("{LOCAL_UPLOAD_PATH}/{{*key}}"), put(upload))
             .with_state(Uploads {
                 files,
-                queue,
                 platform: platform.clone(),
             });
         // The largest upload, plus room for nothing else.

@@ -378,6 +378,8 @@ fn expectations() -> Vec<(&'static str, Expect)> {
             }),
         ),
         ("media-get", Http(404, |r| code(r, "not_found"))),
+        // Nobody's upload: nothing to complete.
+        ("media-complete", Http(404, |r| code(r, "not_found"))),
         // An upload nobody asked for: deleted, and the message is done.
         ("media-process", Batch(&[])),
         ("feed-outbox", Clean),

@@ -10,7 +10,8 @@ use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 
 use crate::ports::media::{
-    IMMUTABLE_CACHE_CONTROL, MediaStore, MediaStoreError, ObjectHead, PresignedUpload, valid_key,
+    CompletedPart, IMMUTABLE_CACHE_CONTROL, MediaStore, MediaStoreError, MultipartUpload,
+    ObjectHead, PresignedPart, PresignedUpload, part_sizes, valid_key,
 };
 
 #[derive(Debug, Clone)]
@@ -90,6 +91,116 @@ impl MediaStore for S3MediaStore {
             method: "PUT",
             headers,
         })
+    }
+
+    async fn presign_multipart(
+        &self,
+        key: &str,
+        content_type: &str,
+        length: u64,
+        part_size: u64,
+        expires_at_secs: u64,
+    ) -> Result<MultipartUpload, MediaStoreError> {
+        Self::check(key)?;
+        let sizes = part_sizes(length, part_size);
+        if sizes.is_empty() || sizes.len() > 10_000 {
+            return Err(MediaStoreError::Invalid(format!(
+                "{length} bytes in parts of {part_size} is not an S3 multipart upload"
+            )));
+        }
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| MediaStoreError::Unavailable("S3 named no upload id".into()))?
+            .to_owned();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let expires_in = Duration::from_secs(expires_at_secs.saturating_sub(now).max(1));
+        let mut parts = Vec::with_capacity(sizes.len());
+        for (i, size) in sizes.into_iter().enumerate() {
+            let config = PresigningConfig::expires_in(expires_in)
+                .map_err(|e| MediaStoreError::Invalid(e.to_string()))?;
+            let part_number = i as u32 + 1;
+            // The length is signed: S3 refuses a part of another size.
+            let request = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .part_number(part_number as i32)
+                .content_length(size as i64)
+                .presigned(config)
+                .await
+                .map_err(unavailable)?;
+            parts.push(PresignedPart {
+                part_number,
+                url: request.uri().to_owned(),
+                size,
+            });
+        }
+        Ok(MultipartUpload { upload_id, parts })
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> Result<(), MediaStoreError> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart as S3Part};
+        Self::check(key)?;
+        let parts: Vec<S3Part> = parts
+            .iter()
+            .map(|p| {
+                S3Part::builder()
+                    .part_number(p.part_number as i32)
+                    .e_tag(&p.etag)
+                    .build()
+            })
+            .collect();
+        match self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let code = e
+                    .as_service_error()
+                    .and_then(|s| aws_sdk_s3::error::ProvideErrorMetadata::code(s))
+                    .unwrap_or_default()
+                    .to_owned();
+                match code.as_str() {
+                    // The client's parts do not add up: its mistake, not ours.
+                    "InvalidPart" | "InvalidPartOrder" | "EntityTooSmall" | "NoSuchUpload" => {
+                        Err(MediaStoreError::Invalid(format!(
+                            "the parts do not complete the upload ({code})"
+                        )))
+                    }
+                    _ => Err(unavailable(aws_sdk_s3::error::DisplayErrorContext(e))),
+                }
+            }
+        }
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectHead>, MediaStoreError> {

@@ -9,7 +9,11 @@ use async_trait::async_trait;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::ports::media::{MediaStore, MediaStoreError, ObjectHead, PresignedUpload, valid_key};
+use crate::ports::media::{
+    CompletedPart, MediaStore, MediaStoreError, MultipartUpload, ObjectHead, PresignedPart,
+    PresignedUpload, part_sizes, valid_key,
+};
+use crate::ports::{OutgoingMessage, Queue};
 
 /// The local upload route; `{key}` follows.
 pub const LOCAL_UPLOAD_PATH: &str = "/local/v1/uploads";
@@ -18,6 +22,8 @@ pub struct FileMediaStore {
     root: PathBuf,
     base_url: String,
     key: Vec<u8>,
+    /// Where `ObjectCreated` events go (the media queue), as S3 sends them.
+    events: std::sync::OnceLock<std::sync::Arc<dyn Queue>>,
 }
 
 impl std::fmt::Debug for FileMediaStore {
@@ -35,9 +41,17 @@ fn unavailable(e: std::io::Error) -> MediaStoreError {
 /// What a signed upload URL carries besides its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadGrant {
+    /// Empty for a part of a multipart upload (the type was set at its start).
     pub content_type: String,
     pub length: u64,
     pub expires_at_secs: u64,
+    /// A part: the upload's id and the part's number.
+    pub part: Option<(String, u32)>,
+}
+
+/// A multipart upload's id: 32 hex digits (also its folder's name).
+fn valid_upload_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 impl FileMediaStore {
@@ -48,6 +62,84 @@ impl FileMediaStore {
             root: root.to_owned(),
             base_url: base_url.trim_end_matches('/').to_owned(),
             key: key.to_vec(),
+            events: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The queue `ObjectCreated` events go to (set once, by the host).
+    pub fn set_events(&self, queue: std::sync::Arc<dyn Queue>) {
+        let _ = self.events.set(queue);
+    }
+
+    /// Sends the event S3 would for a new object. If it cannot be queued
+    /// the object is removed, so the client's retry starts clean (nothing
+    /// half-accepted).
+    pub async fn announce_created(
+        &self,
+        key: &str,
+        size: u64,
+        event_name: &str,
+        now_ms: u64,
+    ) -> Result<(), MediaStoreError> {
+        let Some(queue) = self.events.get() else {
+            return Err(MediaStoreError::Unavailable(
+                "no queue takes upload events".into(),
+            ));
+        };
+        let event = serde_json::json!({"Records": [{
+            "eventVersion": "2.1",
+            "eventSource": "hanul:local",
+            "eventName": event_name,
+            "eventTime": crate::shortener::link::format_instant(now_ms),
+            "s3": {"bucket": {"name": "local"}, "object": {"key": key, "size": size}},
+        }]});
+        if let Err(e) = queue.send(OutgoingMessage::new(event.to_string())).await {
+            tracing::warn!(error = %e, "the upload's event could not be queued");
+            let _ = self.delete(key).await;
+            return Err(MediaStoreError::Unavailable(
+                "the upload could not be queued; retry".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn parts_dir(&self, upload_id: &str) -> Result<PathBuf, MediaStoreError> {
+        if !valid_upload_id(upload_id) {
+            return Err(MediaStoreError::Invalid("no such upload".into()));
+        }
+        Ok(self.root.join(".incoming").join(format!("mp-{upload_id}")))
+    }
+
+    /// Keeps a received part (already on disk at `temp`) under its number,
+    /// with its ETag; a part sent again replaces the first.
+    pub async fn keep_part(
+        &self,
+        upload_id: &str,
+        part_number: u32,
+        temp: &Path,
+        etag: &str,
+    ) -> Result<(), MediaStoreError> {
+        let dir = self.parts_dir(upload_id)?;
+        let (temp, etag) = (temp.to_owned(), etag.to_owned());
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            if !dir.is_dir() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no such upload",
+                ));
+            }
+            write_durably(&dir.join(format!("{part_number}.etag")), etag.as_bytes())?;
+            std::fs::rename(&temp, dir.join(part_number.to_string()))?;
+            sync_dir(&dir)
+        })
+        .await
+        .map_err(|e| MediaStoreError::Unavailable(e.to_string()))?
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                MediaStoreError::Invalid("no such upload".into())
+            } else {
+                unavailable(e)
+            }
         })
     }
 
@@ -74,6 +166,9 @@ impl FileMediaStore {
             )
             .as_bytes(),
         );
+        if let Some((upload_id, part)) = &grant.part {
+            mac.update(format!("\npart\n{upload_id}\n{part}").as_bytes());
+        }
         Ok(mac)
     }
 
@@ -213,6 +308,148 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 #[async_trait]
 impl MediaStore for FileMediaStore {
+    async fn presign_multipart(
+        &self,
+        key: &str,
+        content_type: &str,
+        length: u64,
+        part_size: u64,
+        expires_at_secs: u64,
+    ) -> Result<MultipartUpload, MediaStoreError> {
+        self.path(key)?;
+        let Some(rest) = key.strip_prefix("uploads/") else {
+            return Err(MediaStoreError::Invalid("uploads go under uploads/".into()));
+        };
+        let sizes = part_sizes(length, part_size);
+        if sizes.is_empty() || sizes.len() > 10_000 {
+            return Err(MediaStoreError::Invalid(format!(
+                "{length} bytes in parts of {part_size} is not a multipart upload"
+            )));
+        }
+        let upload_id = uuid::Uuid::new_v4().simple().to_string();
+        let dir = self.parts_dir(&upload_id)?;
+        let meta = format!("{key}\n{content_type}\n{length}\n{}", sizes.len());
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            super::private_dir(&dir)?;
+            write_durably(&dir.join("upload"), meta.as_bytes())
+        })
+        .await
+        .map_err(|e| MediaStoreError::Unavailable(e.to_string()))?
+        .map_err(unavailable)?;
+        let mut parts = Vec::with_capacity(sizes.len());
+        for (i, size) in sizes.into_iter().enumerate() {
+            let part_number = i as u32 + 1;
+            let grant = UploadGrant {
+                content_type: String::new(),
+                length: size,
+                expires_at_secs,
+                part: Some((upload_id.clone(), part_number)),
+            };
+            let signature = hex::encode(self.mac(key, &grant)?.finalize().into_bytes());
+            let mut url = url::Url::parse(&format!("{}{LOCAL_UPLOAD_PATH}/{rest}", self.base_url))
+                .map_err(|e| MediaStoreError::Invalid(e.to_string()))?;
+            url.query_pairs_mut()
+                .append_pair("uploadId", &upload_id)
+                .append_pair("partNumber", &part_number.to_string())
+                .append_pair("length", &size.to_string())
+                .append_pair("expires", &expires_at_secs.to_string())
+                .append_pair("signature", &signature);
+            parts.push(PresignedPart {
+                part_number,
+                url: url.to_string(),
+                size,
+            });
+        }
+        Ok(MultipartUpload { upload_id, parts })
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> Result<(), MediaStoreError> {
+        let dir = self.parts_dir(upload_id)?;
+        self.path(key)?;
+        let meta = match tokio::fs::read_to_string(dir.join("upload")).await {
+            Ok(meta) => meta,
+            Err(_) => return Err(MediaStoreError::Invalid("no such upload".into())),
+        };
+        let mut lines = meta.lines();
+        let (Some(for_key), Some(content_type), Some(length), Some(count)) =
+            (lines.next(), lines.next(), lines.next(), lines.next())
+        else {
+            return Err(MediaStoreError::Unavailable(
+                "a damaged upload record".into(),
+            ));
+        };
+        if for_key != key {
+            return Err(MediaStoreError::Invalid("no such upload".into()));
+        }
+        let count: usize = count.parse().unwrap_or(0);
+        let length: u64 = length.parse().unwrap_or(0);
+        if parts.len() != count
+            || parts
+                .iter()
+                .enumerate()
+                .any(|(i, p)| p.part_number as usize != i + 1)
+        {
+            return Err(MediaStoreError::Invalid(format!(
+                "name all {count} parts, in order from 1"
+            )));
+        }
+        for p in parts {
+            let kept = tokio::fs::read_to_string(dir.join(format!("{}.etag", p.part_number)))
+                .await
+                .map_err(|_| {
+                    MediaStoreError::Invalid(format!("part {} was not sent", p.part_number))
+                })?;
+            if kept != p.etag.trim_matches('"') {
+                return Err(MediaStoreError::Invalid(format!(
+                    "part {} is not the one sent (its ETag differs)",
+                    p.part_number
+                )));
+            }
+        }
+        let (temp, file) = self.begin_upload().await?;
+        drop(file);
+        let (from, to) = (dir.clone(), temp.clone());
+        let joined = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+            let mut out = std::fs::OpenOptions::new().write(true).open(&to)?;
+            let mut total = 0;
+            for n in 1..=count {
+                let mut part = std::fs::File::open(from.join(n.to_string()))?;
+                total += std::io::copy(&mut part, &mut out)?;
+            }
+            out.sync_all()?;
+            Ok(total)
+        })
+        .await
+        .map_err(|e| MediaStoreError::Unavailable(e.to_string()))?;
+        let size = match joined {
+            Ok(size) => size,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&temp).await;
+                return Err(unavailable(e));
+            }
+        };
+        if size != length {
+            let _ = tokio::fs::remove_file(&temp).await;
+            return Err(MediaStoreError::Invalid(format!(
+                "the parts hold {size} bytes, not the {length} signed for"
+            )));
+        }
+        self.commit_upload(&temp, key, content_type).await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.announce_created(key, size, "ObjectCreated:CompleteMultipartUpload", now)
+            .await?;
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        Ok(())
+    }
+
     async fn presign_put(
         &self,
         key: &str,
@@ -228,6 +465,7 @@ impl MediaStore for FileMediaStore {
             content_type: content_type.to_owned(),
             length,
             expires_at_secs,
+            part: None,
         };
         let signature = hex::encode(self.mac(key, &grant)?.finalize().into_bytes());
         let mut url = url::Url::parse(&format!("{}{LOCAL_UPLOAD_PATH}/{rest}", self.base_url))

@@ -7,7 +7,8 @@ pub mod service;
 pub mod sniff;
 
 pub use model::{
-    CreateMedia, MediaKind, MediaRecord, MediaState, MediaUpload, MediaView, Rendition,
+    CompleteMedia, CompletedPartRequest, CreateMedia, MULTIPART_THRESHOLD, MediaKind, MediaRecord,
+    MediaState, MediaUpload, MediaView, MultipartView, PART_SIZE, PartView, Rendition,
     RenditionView,
 };
 pub use service::{MediaError, MediaLibrary, MediaService, Processed};

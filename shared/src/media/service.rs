@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::feed::{FeedError, Media};
-use crate::ports::media::{MediaStore, MediaStoreError};
+use crate::ports::media::{CompletedPart, MediaStore, MediaStoreError};
 use crate::ports::table::{Condition, Consistency, Key, Table, TableError, Update, num, s};
 use crate::ports::{Clock, Item};
 use crate::shortener::link::format_instant;
@@ -250,6 +250,18 @@ impl MediaService {
         let id = format!("m{}", uuid::Uuid::new_v4().simple());
         let now = self.clock.now_ms();
         let expires = now / 1000 + self.upload_ttl.as_secs();
+        let key = upload_key(caller, &id);
+        // The store's multipart upload is begun first: its id goes in the
+        // record, which is written before any URL is handed out.
+        let multipart = if request.size > MULTIPART_THRESHOLD {
+            Some(
+                self.store
+                    .presign_multipart(&key, t.mime, request.size, PART_SIZE, expires)
+                    .await?,
+            )
+        } else {
+            None
+        };
         let record = MediaRecord {
             media_id: id.clone(),
             owner_id: caller.to_owned(),
@@ -263,6 +275,8 @@ impl MediaService {
             renditions: Vec::new(),
             created_ms: now,
             upload_expires_secs: expires,
+            upload_id: multipart.as_ref().map(|m| m.upload_id.clone()),
+            parts: multipart.as_ref().map(|m| m.parts.len() as u32),
         };
         let mut item: Item = serde_dynamo::to_item(&record)
             .map_err(|e| MediaError::Store(format!("encoding media: {e}")))?;
@@ -272,17 +286,101 @@ impl MediaService {
         // Kept a day past its URL's expiry if never uploaded (TTL).
         item.insert("ttl".into(), num(expires + 86_400));
         self.table.put(item, Some(Condition::NotExists)).await?;
+        if let Some(m) = multipart {
+            return Ok(MediaUpload {
+                multipart: Some(MultipartView {
+                    part_size: PART_SIZE,
+                    complete_url: format!("/api/v1/me/media/{id}/complete"),
+                    parts: m
+                        .parts
+                        .into_iter()
+                        .map(|p| PartView {
+                            part_number: p.part_number,
+                            upload_url: p.url,
+                            size: p.size,
+                        })
+                        .collect(),
+                }),
+                media_id: id,
+                upload_url: None,
+                method: "PUT",
+                headers: Default::default(),
+                expires_at: format_instant(expires * 1000),
+            });
+        }
         let upload = self
             .store
-            .presign_put(&upload_key(caller, &id), t.mime, request.size, expires)
+            .presign_put(&key, t.mime, request.size, expires)
             .await?;
         Ok(MediaUpload {
             media_id: id,
-            upload_url: upload.url,
+            upload_url: Some(upload.url),
             method: upload.method,
             headers: upload.headers,
+            multipart: None,
             expires_at: format_instant(expires * 1000),
         })
+    }
+
+    /// `POST /api/v1/me/media/{mediaId}/complete`: the parts of the
+    /// caller's multipart upload become the object, which the worker then
+    /// checks as any upload. The parts must be all of them, in order, as
+    /// the store named them; nothing is made otherwise.
+    pub async fn complete(
+        &self,
+        caller: &str,
+        id: &str,
+        request: CompleteMedia,
+    ) -> Result<MediaView, MediaError> {
+        let record = match self.library.record(id).await? {
+            Some(r) if r.owner_id == caller => r,
+            _ => return Err(MediaError::NotFound),
+        };
+        let (Some(upload_id), Some(count)) = (&record.upload_id, record.parts) else {
+            return Err(MediaError::Invalid(
+                "not_multipart",
+                "this media was uploaded in one PUT; there is nothing to complete".into(),
+            ));
+        };
+        if record.state != MediaState::Pending {
+            return Err(MediaError::Invalid(
+                "not_pending",
+                "this media's upload is already complete".into(),
+            ));
+        }
+        if self.clock.now_secs() > record.upload_expires_secs {
+            return Err(MediaError::Invalid(
+                "upload_expired",
+                "the upload's URLs have expired: start a new upload".into(),
+            ));
+        }
+        let well_formed = request.parts.len() == count as usize
+            && request.parts.iter().enumerate().all(|(i, p)| {
+                p.part_number as usize == i + 1 && (1..=1024).contains(&p.etag.len())
+            });
+        if !well_formed {
+            return Err(MediaError::Invalid(
+                "invalid_parts",
+                format!("name all {count} parts in order, each with the ETag its upload answered"),
+            ));
+        }
+        let parts: Vec<CompletedPart> = request
+            .parts
+            .into_iter()
+            .map(|p| CompletedPart {
+                part_number: p.part_number,
+                etag: p.etag,
+            })
+            .collect();
+        match self
+            .store
+            .complete_multipart(&upload_key(caller, id), upload_id, &parts)
+            .await
+        {
+            Ok(()) => Ok(self.library.view(&record)),
+            Err(MediaStoreError::Invalid(why)) => Err(MediaError::Invalid("invalid_parts", why)),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// `GET /api/v1/me/media/{mediaId}`: the caller's own only.

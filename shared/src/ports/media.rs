@@ -14,6 +14,41 @@ pub struct PresignedUpload {
     pub headers: BTreeMap<String, String>,
 }
 
+/// One part of a multipart upload: a PUT of exactly `size` bytes (the
+/// length is signed), answered with an `ETag` the client hands back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresignedPart {
+    pub part_number: u32,
+    pub url: String,
+    pub size: u64,
+}
+
+/// A multipart upload begun in the store, its parts presigned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MultipartUpload {
+    pub upload_id: String,
+    pub parts: Vec<PresignedPart>,
+}
+
+/// A part the client sent, as the store named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedPart {
+    pub part_number: u32,
+    pub etag: String,
+}
+
+/// How `length` bytes split into parts of `part_size` (the last shorter).
+pub fn part_sizes(length: u64, part_size: u64) -> Vec<u64> {
+    if part_size == 0 {
+        return Vec::new();
+    }
+    let mut out = vec![part_size; (length / part_size) as usize];
+    if length % part_size > 0 {
+        out.push(length % part_size);
+    }
+    out
+}
+
 /// What a stored object's head says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectHead {
@@ -44,6 +79,28 @@ pub trait MediaStore: Send + Sync + 'static {
         length: u64,
         expires_at_secs: u64,
     ) -> Result<PresignedUpload, MediaStoreError>;
+
+    /// Begins a multipart upload of `length` bytes of `content_type` to
+    /// `key`, and presigns each part of `part_size` (the last shorter),
+    /// valid until `expires_at_secs`.
+    async fn presign_multipart(
+        &self,
+        key: &str,
+        content_type: &str,
+        length: u64,
+        part_size: u64,
+        expires_at_secs: u64,
+    ) -> Result<MultipartUpload, MediaStoreError>;
+
+    /// Puts the parts together as the object (which then announces itself
+    /// as created, as a single PUT does). A part missing, out of order or
+    /// with another ETag is `Invalid`, and nothing is made.
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> Result<(), MediaStoreError>;
 
     /// `None` when there is no such object.
     async fn head(&self, key: &str) -> Result<Option<ObjectHead>, MediaStoreError>;
@@ -93,6 +150,14 @@ pub const IMMUTABLE_CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_cover_the_length() {
+        assert_eq!(part_sizes(40, 16), [16, 16, 8]);
+        assert_eq!(part_sizes(32, 16), [16, 16]);
+        assert_eq!(part_sizes(5, 16), [5]);
+        assert!(part_sizes(5, 0).is_empty());
+    }
 
     #[test]
     fn keys_are_safe_paths() {
