@@ -43,7 +43,7 @@ pub fn part_sizes(length: u64, part_size: u64) -> Vec<u64> {
         return Vec::new();
     }
     let mut out = vec![part_size; (length / part_size) as usize];
-    if length % part_size > 0 {
+    if !length.is_multiple_of(part_size) {
         out.push(length % part_size);
     }
     out
