@@ -1,5 +1,6 @@
 //! Media figures against a running local host: upload-to-ready time for a
-//! 5 MB JPEG and a 50 MB MP4 (create, PUT, poll every 20 ms), and the bytes
+//! 5 MB JPEG and a 50 MB MP4 (create, PUT or the parts and the completion,
+//! poll every 20 ms), and the bytes
 //! the CDN serves for one feed page of 20 posts with an image each.
 //!
 //! `cargo run --release -p hanul-e2e --example media-measure -- http://127.0.0.1:3000`
@@ -41,14 +42,41 @@ async fn upload(
         .json()
         .await
         .unwrap();
-    let r = c
-        .put(grant["uploadUrl"].as_str().unwrap())
-        .header("content-type", ct)
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    if let Some(parts) = grant["multipart"]["parts"].as_array() {
+        // Above 32 MiB: the parts one after another, then the completion.
+        let mut done = Vec::new();
+        let mut offset = 0usize;
+        for part in parts {
+            let size = part["size"].as_u64().unwrap() as usize;
+            let r = c
+                .put(part["uploadUrl"].as_str().unwrap())
+                .body(bytes[offset..offset + size].to_vec())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+            done.push(json!({"partNumber": part["partNumber"], "etag": etag}));
+            offset += size;
+        }
+        let r = c
+            .post(format!("{base}{}", grant["multipart"]["completeUrl"].as_str().unwrap()))
+            .bearer_auth(tok)
+            .json(&json!({ "parts": done }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{:?}", r.text().await);
+    } else {
+        let r = c
+            .put(grant["uploadUrl"].as_str().unwrap())
+            .header("content-type", ct)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    }
     let id = grant["mediaId"].as_str().unwrap();
     loop {
         let m: Value = c
@@ -93,14 +121,15 @@ async fn main() {
     let c = reqwest::Client::new();
     let tok = token(&c, &base, "measure-author").await;
 
-    let jpeg = noise_jpeg(4000, 3000, 92);
+    // About 5 MB, as the issue asks.
+    let jpeg = noise_jpeg(3000, 2250, 92);
     let mut runs = Vec::new();
     for _ in 0..5 {
         runs.push(upload(&c, &base, &tok, "image/jpeg", jpeg.clone()).await.0);
     }
     runs.sort_by(f64::total_cmp);
     println!(
-        "JPEG {:.1} MB 4000x3000: upload-to-ready median {:.0} ms (min {:.0}, max {:.0}, 5 runs)",
+        "JPEG {:.1} MB 3000x2250: upload-to-ready median {:.0} ms (min {:.0}, max {:.0}, 5 runs)",
         jpeg.len() as f64 / 1e6,
         runs[2] * 1000.0,
         runs[0] * 1000.0,
@@ -118,7 +147,7 @@ async fn main() {
     }
     runs.sort_by(f64::total_cmp);
     println!(
-        "MP4 50 MB: upload-to-ready median {:.0} ms (min {:.0}, max {:.0}, 3 runs)",
+        "MP4 50 MB (4 parts): upload-to-ready median {:.0} ms (min {:.0}, max {:.0}, 3 runs)",
         runs[1] * 1000.0,
         runs[0] * 1000.0,
         runs[2] * 1000.0
