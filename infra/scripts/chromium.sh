@@ -16,4 +16,4 @@ $sudo apt-get install -y -qq chromium >/dev/null 2>&1 || {
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq chromium >/dev/null
 }
-command -v chromium >/dev/null
+command -v "${CHROMIUM:-chromium}" >/dev/null

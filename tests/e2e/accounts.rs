@@ -224,12 +224,16 @@ async fn dev_endpoints_are_loopback_only_unless_turned_on(backend: Backend) {
         .unwrap();
     assert_eq!(error_code(r, 404).await, "not_found");
     drop(host);
-    // Behind a named proxy, a loopback host is exposed: off.
-    let proxied =
-        LocalHost::start_bound(backend, "127.0.0.1", &["--trusted-proxy", "127.0.0.1"], &[]);
-    let r = c.get(proxied.url("/local/v1/outbox")).send().await.unwrap();
-    assert_eq!(error_code(r, 404).await, "not_found");
-    drop(proxied);
+    // Behind a named proxy, or public under another machine's name, a
+    // loopback host is exposed: off.
+    for args in [
+        &["--trusted-proxy", "127.0.0.1"][..],
+        &["--public-url", "https://hanul.example"][..],
+    ] {
+        let proxied = LocalHost::start_bound(backend, "127.0.0.1", args, &[]);
+        let r = c.get(proxied.url("/local/v1/outbox")).send().await.unwrap();
+        assert_eq!(error_code(r, 404).await, "not_found", "{args:?}");
+    }
 
     // On every address: not there at all, while accounts still work.
     let exposed = LocalHost::start_bound(backend, "0.0.0.0", &[], &[]);

@@ -536,6 +536,14 @@ async fn big_videos_go_in_parts(backend: Backend) {
     assert_eq!(error_code(r, 400).await, "invalid_parts");
     let r = complete(&host, &nina, &grant, &sent[..2]).await;
     assert_eq!(error_code(r, 400).await, "invalid_parts");
+    let mut changed = sent.clone();
+    changed[1].1 = "\"00000000000000000000000000000000\"".into();
+    let r = complete(&host, &nina, &grant, &changed).await;
+    assert_eq!(
+        error_code(r, 400).await,
+        "invalid_parts",
+        "a part not the one sent"
+    );
     let omar = token(&host, "omar").await;
     let r = complete(&host, &omar, &grant, &sent).await;
     assert_eq!(error_code(r, 404).await, "not_found");
@@ -565,7 +573,40 @@ async fn big_videos_go_in_parts(backend: Backend) {
     assert_eq!(error_code(r, 400).await, "not_pending");
 }
 
+/// A multipart upload completed after its URLs expired is refused, and
+/// nothing is made.
+async fn a_late_completion_is_refused(backend: Backend) {
+    let host = LocalHost::start_with(backend, &[("MEDIA_UPLOAD_TTL_SECONDS", "1")]);
+    let nina = token(&host, "nina").await;
+    let video = big_mp4(33 * 1024 * 1024);
+    let grant = create(&host, &nina, "video/mp4", video.len()).await;
+    let mut sent = Vec::new();
+    let mut offset = 0usize;
+    for part in grant["multipart"]["parts"].as_array().unwrap() {
+        let size = part["size"].as_u64().unwrap() as usize;
+        let r = client()
+            .put(part["uploadUrl"].as_str().unwrap())
+            .body(video[offset..offset + size].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        sent.push((
+            part["partNumber"].as_u64().unwrap(),
+            r.headers()["etag"].to_str().unwrap().to_owned(),
+        ));
+        offset += size;
+    }
+    // Four times the one-PUT window (1 s), and then some.
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    let r = complete(&host, &nina, &grant, &sent).await;
+    assert_eq!(error_code(r, 400).await, "upload_expired");
+    let (_, still) = media(&host, &nina, grant["mediaId"].as_str().unwrap()).await;
+    assert_eq!(still["state"], "pending", "nothing was made");
+}
+
 hanul_e2e::on_both_backends!(
+    a_late_completion_is_refused,
     big_videos_go_in_parts,
     images_and_video_end_ready_with_renditions_and_no_gps,
     lies_and_late_uploads_are_refused,

@@ -60,7 +60,10 @@ async fn upload(
             offset += size;
         }
         let r = c
-            .post(format!("{base}{}", grant["multipart"]["completeUrl"].as_str().unwrap()))
+            .post(format!(
+                "{base}{}",
+                grant["multipart"]["completeUrl"].as_str().unwrap()
+            ))
             .bearer_auth(tok)
             .json(&json!({ "parts": done }))
             .send()

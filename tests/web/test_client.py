@@ -101,6 +101,9 @@ def test_friends_see_each_others_posts_with_images(people, tmp_path):
         expect(me.page.get_by_role("button", name="Unfollow")).to_be_visible()
     expect(bob.page.get_by_text("You are friends")).to_be_visible()
     bob.shoot("profile")
+    bob.page.goto(bob.host.base + "/#/people")
+    expect(bob.page.locator(".people").first).to_contain_text("alice")
+    bob.shoot("people")
 
     # Bob has his feed open; alice posts a picture.
     bob.page.goto(bob.host.base + "/#/feed")

@@ -163,24 +163,55 @@ export async function signIn(userName, password) {
 async function refreshNow() {
   const s = current;
   if (!s?.refreshToken) return false;
+  // Signed out (here or in another tab) while this was on its way: the
+  // new tokens must not bring the session back.
+  const still = () => read()?.refreshToken === s.refreshToken;
   try {
+    let next;
     if (kind() === "cognito") {
       const r = await cognito("InitiateAuth", {
         ClientId: config.auth.clientId,
         AuthFlow: "REFRESH_TOKEN_AUTH",
         AuthParameters: { REFRESH_TOKEN: s.refreshToken },
       });
-      store(fromCognito(r.AuthenticationResult, s));
+      next = fromCognito(r.AuthenticationResult, s);
     } else {
-      store(fromLocal(await post("/local/v1/sessions/refresh", { refreshToken: s.refreshToken })));
+      next = fromLocal(await post("/local/v1/sessions/refresh", { refreshToken: s.refreshToken }));
     }
+    if (!still()) return Boolean(read());
+    store(next);
     return true;
   } catch (error) {
     if (error.name === "ApiError" && (error.status === 401 || error.status === 400)) {
-      store(null);
+      if (still()) store(null);
       return false;
     }
     throw error;
+  }
+}
+
+/**
+ * `navigator.locks` where the page is a secure context (https, or this
+ * machine); on a plain-HTTP address (a phone on the LAN) a lock in
+ * localStorage, held at most 10 s, stands in for it.
+ */
+async function exclusively(name, work) {
+  if (navigator.locks) return navigator.locks.request(name, work);
+  const key = `hanul.lock.${name}`;
+  const me = `${Date.now()}-${Math.random()}`;
+  for (let waited = 0; waited < 10_000; waited += 100) {
+    const held = localStorage.getItem(key);
+    if (!held || Date.now() - Number(held.split("-")[0]) > 10_000) {
+      localStorage.setItem(key, me);
+      await new Promise((r) => setTimeout(r, 30));
+      if (localStorage.getItem(key) === me) break;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  try {
+    return await work();
+  } finally {
+    if (localStorage.getItem(key) === me) localStorage.removeItem(key);
   }
 }
 
@@ -200,7 +231,7 @@ export function refresh() {
     current = latest;
     return refreshNow();
   };
-  inFlight = (navigator.locks ? navigator.locks.request("hanul-refresh", run) : run()).finally(() => {
+  inFlight = exclusively("hanul-refresh", run).finally(() => {
     inFlight = null;
   });
   return inFlight;
@@ -238,6 +269,7 @@ export async function signOut() {
 /** Ends every other session and keeps this one. */
 export async function changePassword(currentPassword, newPassword) {
   if (kind() === "cognito") {
+    await accessToken();
     await cognito("ChangePassword", {
       AccessToken: current.cognitoAccessToken,
       PreviousPassword: currentPassword,

@@ -39,6 +39,18 @@ function updateBadge() {
   badge.setAttribute("aria-label", `${total} unread`);
 }
 
+let reloading = null;
+
+/** Reads the list again, at most once at a time (later asks join it). */
+function reloadConversations() {
+  if (!reloading) {
+    reloading = loadConversations()
+      .catch((error) => showError(error, "Loading conversations"))
+      .finally(() => { reloading = null; });
+  }
+  return reloading;
+}
+
 async function loadConversations() {
   let cursor = null;
   const fresh = new Map();
@@ -73,12 +85,12 @@ export function watch() {
     conversations.clear();
     presence.clear();
     countedMessages.clear();
-    loadConversations().catch(() => {});
+    reloadConversations();
   }
   if (listening) return;
   listening = true;
   chatSocket.addEventListener("chatevent", (e) => onEvent(e.detail));
-  chatSocket.addEventListener("synced", () => loadConversations().catch(() => {}));
+  chatSocket.addEventListener("synced", () => reloadConversations());
   chatSocket.addEventListener("typing", (e) => onTyping(e.detail));
   chatSocket.addEventListener("read", (e) => onRead(e.detail));
   chatSocket.addEventListener("read_ack", (e) => {
@@ -104,7 +116,8 @@ function onEvent(event) {
   const me = auth.session()?.userId;
   const cid = event.conversationId;
   if (event.kind === "conversation") {
-    loadConversations().catch(() => {});
+    // Replayed ones are in the list read after the sync.
+    if (!event.replayed) reloadConversations();
     if (view?.open?.cid === cid && event.conversation?.change === "member_removed" && event.conversation.users?.includes(me)) {
       location.hash = "#/chat";
     }
@@ -114,7 +127,7 @@ function onEvent(event) {
   if (!message) return;
   const c = conversations.get(cid);
   if (!c) {
-    loadConversations().catch(() => {});
+    if (!event.replayed) reloadConversations();
   } else if (event.kind === "message") {
     if (!c.lastMessage || cmp(c.lastMessage.id, message.id) <= 0) {
       c.lastMessage = message;
@@ -257,26 +270,31 @@ export async function render(main, cid) {
     h("aside", { class: "card" }, h("h2", {}, "Chats"), newConversationForm(), listEl),
     pane);
   fill(main, layout);
-  view = { listEl, open: null };
+  const mine = { listEl, open: null };
+  view = mine;
   renderList();
   if (!cid) {
     fill(pane, h("p", { class: "empty" }, "Choose a conversation, or start a new one."));
     titled(main, "Chat");
-    return () => { view = null; };
+    return () => { if (view === mine) view = null; };
   }
-  await openConversation(pane, cid);
-  titled(main, title(view.open.conversation));
+  await openConversation(pane, cid, mine);
+  if (view !== mine || !mine.open) return () => {};
+  titled(main, title(mine.open.conversation));
   const onVisible = () => { if (!document.hidden) markRead(); };
   document.addEventListener("visibilitychange", onVisible);
   return () => {
     document.removeEventListener("visibilitychange", onVisible);
-    view = null;
+    if (view === mine) view = null;
   };
 }
 
-async function openConversation(pane, cid) {
+/** Opens `cid` in `pane` for the page `mine`; gives up if the page was
+ * left while it loaded (the router has moved on). */
+async function openConversation(pane, cid, mine) {
   const me = auth.session().userId;
   const conversation = await api("GET", `/api/v1/conversations/${encodeURIComponent(cid)}`);
+  if (view !== mine) return;
   conversations.set(cid, { ...conversations.get(cid), ...conversation });
   const headerEl = h("header", { class: "conversation-head" });
   const older = h("button", { type: "button", class: "link", hidden: true }, "Earlier messages");
@@ -370,10 +388,11 @@ async function openConversation(pane, cid) {
   }, "Loading messages");
   older.addEventListener("click", loadOlder);
 
-  view.open = { cid, conversation, headerEl, put, reads, renderSeen, newestFromOthers, readSent: null };
+  mine.open = { cid, conversation, headerEl, put, reads, renderSeen, newestFromOthers, readSent: null };
   renderHeader();
   renderList();
   await loadOlder();
+  if (view !== mine) return;
   scroller.scrollTop = scroller.scrollHeight;
   markRead();
 

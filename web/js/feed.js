@@ -110,7 +110,7 @@ function composer(onPosted) {
 }
 
 export async function render(main) {
-  const list = h("div", { class: "posts", "aria-live": "polite", "aria-busy": "true" });
+  const list = h("div", { class: "posts", "aria-busy": "true" });
   const fresh = h("button", { type: "button", class: "pill", hidden: true });
   const end = h("p", { class: "empty" });
   const sentinel = h("div", { class: "sentinel", "aria-hidden": "true" });
@@ -156,10 +156,20 @@ export async function render(main) {
     if (document.hidden || loading) return;
     try {
       // An empty feed has no newest post yet: its first page is all new.
-      const query = newestId ? { limit: PAGE, after: newestId } : { limit: PAGE };
-      const page = await api("GET", "/api/v1/me/feed", { query });
-      const unseen = page.posts.filter((p) => !seen.has(p.id) && !waiting.some((w) => w.id === p.id));
-      if (page.newestId) newestId = page.newestId;
+      // More than a page arrived meanwhile: walk back to where we were.
+      let posts = [];
+      let next = null;
+      let newest = null;
+      for (let i = 0; i < 5; i++) {
+        const query = { limit: PAGE, after: newestId || undefined, before: next || undefined };
+        const page = await api("GET", "/api/v1/me/feed", { query });
+        newest = newest || page.newestId;
+        posts = posts.concat(page.posts);
+        next = page.nextBefore;
+        if (!next || !newestId) break;
+      }
+      const unseen = posts.filter((p) => !seen.has(p.id) && !waiting.some((w) => w.id === p.id));
+      if (newest) newestId = newest;
       if (unseen.length) {
         waiting = [...unseen, ...waiting];
         fresh.textContent = `${waiting.length} new post${waiting.length === 1 ? "" : "s"}`;

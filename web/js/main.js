@@ -14,6 +14,9 @@ import * as settings from "./settings.js";
 
 const main = document.getElementById("main");
 let cleanup = null;
+// Each route change counts up; a page that finishes loading after the
+// next one began is cleaned up at once instead of taking over.
+let generation = 0;
 
 const pages = {
   feed: (rest) => feed.render(main, rest),
@@ -25,6 +28,7 @@ const pages = {
 };
 
 async function route() {
+  const mine = ++generation;
   if (typeof cleanup === "function") cleanup();
   cleanup = null;
   const session = auth.session();
@@ -45,9 +49,11 @@ async function route() {
     else a.removeAttribute("aria-current");
   }
   try {
-    cleanup = await pages[page](rest);
+    const done = await pages[page](rest);
+    if (mine === generation) cleanup = done;
+    else if (typeof done === "function") done();
   } catch (error) {
-    showError(error);
+    if (mine === generation) showError(error);
   }
 }
 

@@ -28,9 +28,12 @@ export function refuse(file, { imagesOnly = false } = {}) {
 export function send(file) {
   const bar = h("progress", { max: 1, value: 0, "aria-label": `Uploading ${file.name}` });
   const state = h("span", { class: "hint" }, "Uploading…");
-  const preview = file.type.startsWith("image/")
-    ? h("img", { src: URL.createObjectURL(file), alt: "", class: "thumb" })
+  const local = file.type.startsWith("image/") ? URL.createObjectURL(file) : null;
+  const preview = local
+    ? h("img", { src: local, alt: "", class: "thumb" })
     : h("span", { class: "thumb video-thumb", "aria-hidden": "true" }, "▶");
+  // The preview's memory goes once the file is decided.
+  const release = () => { if (local) URL.revokeObjectURL(local); };
   const el = h("li", { class: "attachment" }, preview, h("div", {}, h("span", { class: "name" }, file.name), bar, state));
   const ready = (async () => {
     const target = await api("POST", "/api/v1/me/media", { body: { contentType: file.type, size: file.size } });
@@ -48,6 +51,7 @@ export function send(file) {
     el.dataset.state = "ready";
     return media;
   })();
+  ready.then(release, release);
   ready.catch((error) => {
     el.dataset.state = "failed";
     bar.remove();
@@ -74,7 +78,9 @@ async function sendParts(target, file, onProgress) {
         etag = await upload({ uploadUrl: part.uploadUrl, method: "PUT" }, slice, (f) => onProgress((sent + f * part.size) / file.size));
         break;
       } catch (error) {
-        if (attempt >= 3 || error.status >= 400) throw error;
+        // A dropped link, a timeout, a busy or throttling store: again.
+        const transient = !error.status || error.status === 408 || error.status === 429 || error.status >= 500;
+        if (attempt >= 3 || !transient) throw error;
         await new Promise((r) => setTimeout(r, 1000 * 2 ** attempt));
       }
     }
@@ -86,7 +92,7 @@ async function sendParts(target, file, onProgress) {
   await api("POST", target.multipart.completeUrl, { body: { parts: done } });
 }
 
-/** Polls the media until the worker has decided; a minute and a half at most for images, ten for video. */
+/** Polls the media until the worker has decided (ten minutes at most). */
 async function waitReady(mediaId) {
   const started = Date.now();
   for (let wait = 300; ; wait = Math.min(wait * 1.5, 3000)) {

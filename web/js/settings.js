@@ -3,7 +3,7 @@
 
 import { api } from "./api.js";
 import * as auth from "./auth.js";
-import { busy, field, fill, h, notice, titled } from "./ui.js";
+import { busy, field, fill, h, notice, showError, titled } from "./ui.js";
 
 function check(name, label, on) {
   const input = h("input", { type: "checkbox", name, checked: on });
@@ -79,7 +79,10 @@ function passwordForm() {
 export async function render(main) {
   const [settings, devices] = await Promise.all([
     api("GET", "/api/v1/me/notification-settings"),
-    api("GET", "/api/v1/me/devices").then((r) => r.devices || [], () => []),
+    api("GET", "/api/v1/me/devices").then((r) => r.devices || [], (error) => {
+      showError(error, "Loading your devices");
+      return [];
+    }),
   ]);
   const session = auth.session();
   fill(main, h("h1", {}, "Settings"),

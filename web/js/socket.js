@@ -23,6 +23,8 @@ export class ChatSocket extends EventTarget {
     this.pending = new Map(); // clientMessageId → {frame, resolve, reject}
     this.syncing = false;
     this.syncAgain = false;
+    this.connecting = false;
+    this.afterConnect = false;
     addEventListener("online", () => this.reconnectNow());
     addEventListener("offline", () => this.ws?.close());
     document.addEventListener("visibilitychange", () => {
@@ -70,21 +72,35 @@ export class ChatSocket extends EventTarget {
   }
 
   reconnectNow() {
-    if (this.stopped || (this.ws && this.ws.readyState <= WebSocket.OPEN)) return;
+    if (this.stopped || this.connecting) return;
+    if (this.ws && this.ws.readyState <= WebSocket.OPEN) {
+      // Back from sleep with the link still "open": ask, and give it little
+      // time to answer.
+      if (this.status === "online") this.probe(5000);
+      return;
+    }
     clearTimeout(this.timers.retry);
     this.retry = 0;
     this.connect();
   }
 
   async connect() {
-    if (this.stopped) return;
+    if (this.stopped || this.connecting) return;
+    this.connecting = true;
     this.setStatus("connecting");
     let token;
     try {
+      // Repeated refusals may mean the session ended with a token still
+      // unexpired: a refresh tells, and signs out if so.
+      if (this.retry >= 3 && !(await auth.refresh())) auth.expired();
       token = await auth.accessToken();
     } catch {
       token = null;
+    } finally {
+      this.connecting = false;
     }
+    // Stopped, or another connect won, while the token was fetched.
+    if (this.stopped || this.ws) return;
     if (!token) {
       if (auth.session()) this.scheduleReconnect();
       return;
@@ -135,6 +151,7 @@ export class ChatSocket extends EventTarget {
     switch (frame.type) {
       case "hello":
         this.retry = 0;
+        this.afterConnect = true;
         this.setStatus("online");
         this.startHeartbeat(frame.heartbeatSeconds || 30);
         this.syncing = false;
@@ -154,7 +171,10 @@ export class ChatSocket extends EventTarget {
         if (frame.limited || this.syncAgain) {
           this.syncAgain = false;
           this.sync();
-        } else {
+        } else if (this.afterConnect) {
+          // Caught up after a (re)connect: the lists may be read again. A
+          // catch-up after live frames changes nothing they show.
+          this.afterConnect = false;
           this.emit("synced");
         }
         break;
@@ -200,12 +220,33 @@ export class ChatSocket extends EventTarget {
   startHeartbeat(seconds) {
     clearInterval(this.timers.beat);
     const every = Math.max(5, seconds * 0.8) * 1000;
-    this.timers.beat = setInterval(() => {
-      if (!this.sendFrame({ action: "heartbeat" })) return;
-      clearTimeout(this.timers.deadline);
-      // No answer: the link is dead though the browser did not notice.
-      this.timers.deadline = setTimeout(() => this.ws?.close(), ACK_WAIT_MS);
-    }, every);
+    this.timers.beat = setInterval(() => this.probe(ACK_WAIT_MS), every);
+  }
+
+  /** A heartbeat that must be answered within `wait` ms. */
+  probe(wait) {
+    if (!this.sendFrame({ action: "heartbeat" })) return;
+    clearTimeout(this.timers.deadline);
+    this.timers.deadline = setTimeout(() => this.abandon(), wait);
+  }
+
+  /** The link is dead though the browser did not notice (a closed lid):
+   * leave it (a dead socket's close can take a minute) and connect anew. */
+  abandon() {
+    const ws = this.ws;
+    if (!ws) return;
+    this.ws = null;
+    clearInterval(this.timers.beat);
+    clearTimeout(this.timers.deadline);
+    ws.onclose = null;
+    ws.onmessage = null;
+    try {
+      ws.close();
+    } catch {
+      // Already gone.
+    }
+    this.setStatus("connecting");
+    this.scheduleReconnect();
   }
 
   sync() {

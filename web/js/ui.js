@@ -40,7 +40,8 @@ export function fill(el, ...children) {
 export function describe(error) {
   if (!error) return "Something went wrong.";
   if (error.name === "ApiError") return error.message;
-  if (error.name === "TypeError" || error.name === "NetworkError") {
+  // What fetch says when the network failed (a bug's TypeError keeps its words).
+  if (error.name === "NetworkError" || (error.name === "TypeError" && /fetch|network/i.test(error.message))) {
     return "The server could not be reached. Check your connection and try again.";
   }
   return error.message || String(error);
@@ -54,6 +55,9 @@ export function notice(text, kind = "info") {
   if (!bar) return;
   clearTimeout(statusTimer);
   bar.dataset.kind = kind;
+  // Errors interrupt a screen reader; the rest waits its turn.
+  bar.setAttribute("role", kind === "error" ? "alert" : "status");
+  bar.setAttribute("aria-live", kind === "error" ? "assertive" : "polite");
   fill(bar, h("span", {}, text), h("button", { type: "button", class: "link", "aria-label": "Dismiss", onclick: () => { bar.hidden = true; } }, "×"));
   bar.hidden = false;
   if (kind !== "error") statusTimer = setTimeout(() => { bar.hidden = true; }, 4000);
@@ -121,7 +125,12 @@ export function nameOf(person) {
 export function field(label, input, hint) {
   const id = input.id || `f-${Math.random().toString(36).slice(2, 9)}`;
   input.id = id;
-  return h("div", { class: "field" }, h("label", { for: id }, label), input, hint ? h("small", { class: "hint" }, hint) : null);
+  let note = null;
+  if (hint) {
+    note = h("small", { class: "hint", id: `${id}-hint` }, hint);
+    input.setAttribute("aria-describedby", note.id);
+  }
+  return h("div", { class: "field" }, h("label", { for: id }, label), input, note);
 }
 
 /** Sets the document title and moves focus to the page heading. */

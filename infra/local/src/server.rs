@@ -187,13 +187,28 @@ fn public_url(args: &Args, tls: bool) -> Result<String, StartError> {
     ))
 }
 
+/// A public URL naming another machine: the host is reached through a
+/// proxy even when it listens on loopback.
+fn public_elsewhere(public: &str) -> bool {
+    match url::Url::parse(public)
+        .ok()
+        .and_then(|u| u.host().map(|h| h.to_owned()))
+    {
+        Some(url::Host::Ipv4(ip)) => !ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => !ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name != "localhost",
+        None => false,
+    }
+}
+
 /// The web client's settings: same-origin everything, the socket on the
 /// public origin, media wherever `MEDIA_BASE_URL` points.
 fn web_settings(
     public: &str,
     media_base: Option<&str>,
+    upload_origin: Option<&str>,
     canonical: bool,
-    version: &str,
+    client: Arc<crate::web::WebClient>,
 ) -> crate::web::WebSettings {
     let origin_of = |u: &str| {
         url::Url::parse(u)
@@ -209,10 +224,15 @@ fn web_settings(
         connect.push(m.clone());
         media.push(m);
     }
+    // With `--backend aws` uploads go to that S3 (moto's, say).
+    if let Some(s3) = upload_origin.and_then(origin_of) {
+        connect.push(s3);
+    }
     crate::web::WebSettings {
         canonical: canonical.then(|| public.to_owned()),
         csp: crate::web::content_security_policy(&connect, &media),
-        config_json: crate::web::local_config(version),
+        config_json: crate::web::local_config(&client.version),
+        client,
     }
 }
 
@@ -432,7 +452,7 @@ pub async fn app(platform: Arc<Platform>, host: HostRoutes) -> Result<Router, St
             plain_http_watch,
         ));
     }
-    let client = crate::web::router(Arc::new(crate::web::WebClient::new()), web);
+    let client = crate::web::router(web);
     Ok(http::api(all, body_limit).merge(media).merge(client))
 }
 
@@ -550,7 +570,7 @@ pub async fn serve(args: Args) -> Result<(), StartError> {
     // Behind a reverse proxy a loopback host is reached from anywhere.
     let dev_endpoints = if args.dev_endpoints {
         DevEndpoints::On
-    } else if loopback && proxies.0.is_empty() {
+    } else if loopback && proxies.0.is_empty() && !public_elsewhere(&public) {
         DevEndpoints::Loopback
     } else {
         DevEndpoints::Off
@@ -597,6 +617,7 @@ pub async fn serve(args: Args) -> Result<(), StartError> {
     let failures = Failing::parse(&std::env::var("LOCAL_SENDER_FAILURES").unwrap_or_default())
         .map_err(StartError::Invalid)?;
     platform.set_senders(Failing::senders(providers, failures))?;
+    let client = Arc::new(crate::web::WebClient::new());
     let app = app(
         platform.clone(),
         HostRoutes {
@@ -610,8 +631,13 @@ pub async fn serve(args: Args) -> Result<(), StartError> {
                 platform
                     .setting(hanul_shared::media::MEDIA_BASE_URL_VAR)
                     .as_deref(),
+                match args.backend {
+                    BackendKind::Aws => std::env::var("AWS_ENDPOINT_URL").ok(),
+                    BackendKind::Embedded => None,
+                }
+                .as_deref(),
                 loopback || args.public_url.is_some(),
-                &crate::web::WebClient::new().version,
+                client.clone(),
             ),
         },
     )
@@ -622,6 +648,7 @@ pub async fn serve(args: Args) -> Result<(), StartError> {
     background.push(platform.ids().await?.spawn_renewal());
     if let Some(store) = store {
         let mut stopped = stopped.clone();
+        let files = platform.file_media_store()?;
         background.push(tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -630,6 +657,12 @@ pub async fn serve(args: Args) -> Result<(), StartError> {
                 }
                 if let Err(e) = store.sweep_expired().await {
                     tracing::warn!(error = %e, "TTL sweep failed");
+                }
+                // Abandoned uploads, after a day (as the bucket's lifecycle).
+                if let Some(files) = &files
+                    && let Err(e) = files.sweep_incoming(Duration::from_secs(86_400)).await
+                {
+                    tracing::warn!(error = %e, "sweeping abandoned uploads failed");
                 }
             }
         }));

@@ -103,6 +103,46 @@ impl FileMediaStore {
         Ok(())
     }
 
+    /// Removes what abandoned uploads left in `.incoming/` (a single PUT
+    /// cut off, a multipart upload never completed) once older than
+    /// `max_age`, as the bucket's lifecycle does on AWS; answers how many.
+    pub async fn sweep_incoming(
+        &self,
+        max_age: std::time::Duration,
+    ) -> Result<usize, MediaStoreError> {
+        let dir = self.root.join(".incoming");
+        tokio::task::spawn_blocking(move || -> std::io::Result<usize> {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+                Err(e) => return Err(e),
+            };
+            let mut removed = 0;
+            for entry in entries {
+                let entry = entry?;
+                let old = entry
+                    .metadata()?
+                    .modified()?
+                    .elapsed()
+                    .is_ok_and(|age| age > max_age);
+                if !old {
+                    continue;
+                }
+                let path = entry.path();
+                if path.is_dir() {
+                    std::fs::remove_dir_all(&path)?;
+                } else {
+                    std::fs::remove_file(&path)?;
+                }
+                removed += 1;
+            }
+            Ok(removed)
+        })
+        .await
+        .map_err(|e| MediaStoreError::Unavailable(e.to_string()))?
+        .map_err(unavailable)
+    }
+
     fn parts_dir(&self, upload_id: &str) -> Result<PathBuf, MediaStoreError> {
         if !valid_upload_id(upload_id) {
             return Err(MediaStoreError::Invalid("no such upload".into()));

@@ -158,6 +158,8 @@ pub const MULTIPART_THRESHOLD: u64 = 32 * 1024 * 1024;
 /// A part: S3 wants at least 5 MiB (but the last); 16 MiB is about 27 s at
 /// 5 Mbit/s, and a 200 MB video is 13 parts.
 pub const PART_SIZE: u64 = 16 * 1024 * 1024;
+/// A multipart upload's URLs live this many times the single PUT's.
+pub const MULTIPART_TTL_FACTOR: u64 = 4;
 
 /// Its answer: where and how to upload. Up to `MULTIPART_THRESHOLD`, one
 /// PUT of `uploadUrl` with `headers`; above it, a PUT of each part, then

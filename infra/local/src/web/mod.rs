@@ -189,6 +189,7 @@ pub fn content_security_policy(connect: &[String], media: &[String]) -> String {
 /// What the local host serves the client with.
 #[derive(Debug, Clone)]
 pub struct WebSettings {
+    pub client: Arc<WebClient>,
     /// `scheme://host[:port]` people reach the host at; a page asked for
     /// under another name (`localhost` for `127.0.0.1`) is sent there, so
     /// media URLs, uploads and the socket are all one origin.
@@ -204,9 +205,9 @@ struct Web {
 }
 
 /// `/`, `/app/`, `/app/index.html`, `/app/config.json`, `/app/<version>/…`.
-pub fn router(client: Arc<WebClient>, settings: WebSettings) -> Router {
+pub fn router(settings: WebSettings) -> Router {
     let state = Web {
-        client,
+        client: settings.client.clone(),
         settings: Arc::new(settings),
     };
     Router::new()
@@ -248,11 +249,16 @@ async fn index(State(web): State<Web>, headers: HeaderMap) -> Response {
             .and_then(|h| h.to_str().ok())
             .unwrap_or_default();
         if !asked.is_empty() && !asked.eq_ignore_ascii_case(authority) {
+            // Temporary and not cached: a browser would keep a 308 for
+            // this name forever, whatever runs on it later.
             let to = format!("{canonical}/");
             if let Ok(location) = HeaderValue::from_str(&to) {
                 return (
-                    StatusCode::PERMANENT_REDIRECT,
-                    [(header::LOCATION, location)],
+                    StatusCode::TEMPORARY_REDIRECT,
+                    [
+                        (header::LOCATION, location),
+                        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                    ],
                 )
                     .into_response();
             }
