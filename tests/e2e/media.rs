@@ -475,6 +475,22 @@ fn big_mp4(size: usize) -> Vec<u8> {
     out
 }
 
+/// PUTs one part (the next `size` bytes of `file` from `offset`) to its
+/// presigned URL: its number and the ETag the store answered.
+async fn send_part(part: &Value, file: &[u8], offset: &mut usize) -> (u64, String) {
+    let size = part["size"].as_u64().unwrap() as usize;
+    let r = client()
+        .put(part["uploadUrl"].as_str().unwrap())
+        .body(file[*offset..*offset + size].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    *offset += size;
+    let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+    (part["partNumber"].as_u64().unwrap(), etag)
+}
+
 async fn complete(
     host: &LocalHost,
     token: &str,
@@ -512,17 +528,7 @@ async fn big_videos_go_in_parts(backend: Backend) {
     let mut sent = Vec::new();
     let mut offset = 0usize;
     for part in &parts {
-        let size = part["size"].as_u64().unwrap() as usize;
-        let r = client()
-            .put(part["uploadUrl"].as_str().unwrap())
-            .body(video[offset..offset + size].to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let etag = r.headers()["etag"].to_str().unwrap().to_owned();
-        sent.push((part["partNumber"].as_u64().unwrap(), etag));
-        offset += size;
+        sent.push(send_part(part, &video, &mut offset).await);
         if sent.len() == 1 {
             // Completing before every part is there is refused.
             let r = complete(&host, &nina, &grant, &sent).await;
@@ -583,19 +589,7 @@ async fn a_late_completion_is_refused(backend: Backend) {
     let mut sent = Vec::new();
     let mut offset = 0usize;
     for part in grant["multipart"]["parts"].as_array().unwrap() {
-        let size = part["size"].as_u64().unwrap() as usize;
-        let r = client()
-            .put(part["uploadUrl"].as_str().unwrap())
-            .body(video[offset..offset + size].to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        sent.push((
-            part["partNumber"].as_u64().unwrap(),
-            r.headers()["etag"].to_str().unwrap().to_owned(),
-        ));
-        offset += size;
+        sent.push(send_part(part, &video, &mut offset).await);
     }
     // Four times the one-PUT window (1 s), and then some.
     tokio::time::sleep(Duration::from_millis(5_500)).await;

@@ -1622,10 +1622,8 @@ def test_media_functions_run_their_handlers(functions):
         assert functions[fn_id]["Properties"]["Handler"] == handler, fn_id
 
 
-def test_media_bucket_is_private_and_encrypted(cfn):
-    bucket = cfn["Resources"]["MediaBucket"]
-    assert bucket["Type"] == "AWS::S3::Bucket"
-    props = bucket["Properties"]
+def _assert_private_bucket(props):
+    """Public access blocked every way, no ACLs, encrypted at rest."""
     assert props["PublicAccessBlockConfiguration"] == {
         "BlockPublicAcls": True,
         "BlockPublicPolicy": True,
@@ -1636,6 +1634,13 @@ def test_media_bucket_is_private_and_encrypted(cfn):
     assert props["BucketEncryption"] == {
         "ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
     }
+
+
+def test_media_bucket_is_private_and_encrypted(cfn):
+    bucket = cfn["Resources"]["MediaBucket"]
+    assert bucket["Type"] == "AWS::S3::Bucket"
+    props = bucket["Properties"]
+    _assert_private_bucket(props)
     # No ACLs (BucketOwnerEnforced), no website hosting: CloudFront only.
     assert "AccessControl" not in props and "WebsiteConfiguration" not in props
     assert props["BucketName"] == {"Fn::Sub": MEDIA_BUCKET_NAME}
@@ -2071,16 +2076,7 @@ def test_web_bucket_is_private_and_only_this_distribution_reads_the_client(cfn):
     bucket = cfn["Resources"]["WebBucket"]
     assert bucket["Type"] == "AWS::S3::Bucket"
     props = bucket["Properties"]
-    assert props["PublicAccessBlockConfiguration"] == {
-        "BlockPublicAcls": True,
-        "BlockPublicPolicy": True,
-        "IgnorePublicAcls": True,
-        "RestrictPublicBuckets": True,
-    }
-    assert props["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
-    assert props["BucketEncryption"] == {
-        "ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
-    }
+    _assert_private_bucket(props)
     # No ACLs, no website hosting: CloudFront only.
     assert "AccessControl" not in props and "WebsiteConfiguration" not in props
 

@@ -226,7 +226,8 @@ pub async fn deliver(
     outcome
 }
 
-/// How long a FIFO poller with batches in flight waits between receives.
+/// How long a FIFO poller waits after an empty receive (at most twenty
+/// receives a second per FIFO queue; a new message waits at most this).
 const FIFO_PAUSE: Duration = Duration::from_millis(50);
 
 /// Polls until `shutdown` turns true, with up to `config.concurrency`
@@ -254,11 +255,13 @@ pub async fn run(
         let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
         };
-        // While a FIFO batch is in flight its group's later messages are
-        // visible but held back. moto's long poll spins on such messages
-        // (its wake-up condition is "any visible message"), using a whole
-        // core for the wait: poll without waiting then, and pause between.
-        let short = fifo && !in_flight.is_empty();
+        // A FIFO queue is polled without waiting, with a pause between
+        // empty polls: while any of its groups has a message in flight or
+        // waiting out a retry delay, that group's later messages are
+        // visible but held back, and moto's long poll spins a whole core
+        // on them for the wait (its wake-up condition is "any visible
+        // message"), slowing every test that shares the server.
+        let short = fifo;
         let wait = if short { Duration::ZERO } else { config.wait };
         // Not raced against shutdown: a receive dropped half-way could hide
         // messages it took until their visibility timeout. The wait is short.
@@ -267,9 +270,11 @@ pub async fn run(
             Ok(messages) if messages.is_empty() => {
                 drop(slot);
                 if short {
+                    // A batch finishing may free its group: look again then.
                     tokio::select! {
                         _ = tokio::time::sleep(FIFO_PAUSE) => {}
-                        _ = in_flight.join_next() => {}
+                        Some(_) = in_flight.join_next() => {}
+                        _ = shutdown.changed() => {}
                     }
                 }
             }
