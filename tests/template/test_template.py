@@ -1785,19 +1785,24 @@ def test_media_settings_reach_only_their_functions(cfn):
             assert variables["MEDIA_BASE_URL"] == MEDIA_BASE_URL, fn_id
 
 
-def test_cloudfront_serves_media_from_the_bucket_through_its_oac(cfn):
-    config = _distribution_config(cfn)
-    origin = _origins(config)["media"]
-    assert origin["DomainName"] == {"Fn::GetAtt": ["MediaBucket", "RegionalDomainName"]}
-    # OAC, not the legacy origin access identity.
+def _assert_s3_origin_with_oac(cfn, config, origin_id, bucket, oac_id):
+    """The distribution's origin `origin_id` is `bucket`, signed by an origin
+    access control (OAC, not the legacy origin access identity)."""
+    origin = _origins(config)[origin_id]
+    assert origin["DomainName"] == {"Fn::GetAtt": [bucket, "RegionalDomainName"]}
     assert origin["S3OriginConfig"] == {"OriginAccessIdentity": ""}
-    assert origin["OriginAccessControlId"] == {"Fn::GetAtt": ["MediaOriginAccessControl", "Id"]}
-    oac = cfn["Resources"]["MediaOriginAccessControl"]
+    assert origin["OriginAccessControlId"] == {"Fn::GetAtt": [oac_id, "Id"]}
+    oac = cfn["Resources"][oac_id]
     assert oac["Type"] == "AWS::CloudFront::OriginAccessControl"
     oac_config = oac["Properties"]["OriginAccessControlConfig"]
     assert oac_config["OriginAccessControlOriginType"] == "s3"
     assert oac_config["SigningBehavior"] == "always"
     assert oac_config["SigningProtocol"] == "sigv4"
+
+
+def test_cloudfront_serves_media_from_the_bucket_through_its_oac(cfn):
+    config = _distribution_config(cfn)
+    _assert_s3_origin_with_oac(cfn, config, "media", "MediaBucket", "MediaOriginAccessControl")
 
     behavior = _behaviors(config)["/media/*"]
     assert behavior["TargetOriginId"] == "media"
@@ -2106,16 +2111,7 @@ def test_web_bucket_is_private_and_only_this_distribution_reads_the_client(cfn):
 
 def test_cloudfront_serves_the_web_client_from_its_bucket_with_its_headers(cfn):
     config = _distribution_config(cfn)
-    origin = _origins(config)["web"]
-    assert origin["DomainName"] == {"Fn::GetAtt": ["WebBucket", "RegionalDomainName"]}
-    assert origin["S3OriginConfig"] == {"OriginAccessIdentity": ""}
-    assert origin["OriginAccessControlId"] == {"Fn::GetAtt": ["WebOriginAccessControl", "Id"]}
-    oac = cfn["Resources"]["WebOriginAccessControl"]
-    assert oac["Type"] == "AWS::CloudFront::OriginAccessControl"
-    oac_config = oac["Properties"]["OriginAccessControlConfig"]
-    assert oac_config["OriginAccessControlOriginType"] == "s3"
-    assert oac_config["SigningBehavior"] == "always"
-    assert oac_config["SigningProtocol"] == "sigv4"
+    _assert_s3_origin_with_oac(cfn, config, "web", "WebBucket", "WebOriginAccessControl")
 
     for path in ("/app", "/app/", "/app/index.html", "/app/config.json", "/app/0123456789ab/js/main.js"):
         behavior = _behavior_for(config, path)
